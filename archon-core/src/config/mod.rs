@@ -315,9 +315,12 @@ fn classify(message: &str, path: &str) -> (ConfigErrorKind, String) {
         return (ConfigErrorKind::Missing, key);
     }
     if let Some(rest) = message.strip_prefix("unknown field `") {
+        // serde_path_to_error already ends the path with the unknown field.
         let field = rest.split('`').next().unwrap_or_default();
         let key = if path.is_empty() {
             field.to_owned()
+        } else if path == field || path.ends_with(&format!(".{field}")) {
+            path.to_owned()
         } else {
             format!("{path}.{field}")
         };
@@ -352,5 +355,6 @@ mod tests {
             ConfigErrorKind::InvalidValue
         );
         assert_eq!(classify("unknown field `prot`", "s").1, "s.prot");
+        assert_eq!(classify("unknown field `prot`", "s.prot").1, "s.prot");
     }
 }

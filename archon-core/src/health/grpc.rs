@@ -15,7 +15,8 @@ use super::{HealthRegistry, HealthStatus};
 /// The service name `""` is the whole server's readiness (NOT_SERVING while draining); the name
 /// of a registered check is that check alone; any other name is `NOT_FOUND` (`Check`) or
 /// `SERVICE_UNKNOWN` (`Watch`). `Watch` sends the current status at once, then every change:
-/// checks are re-evaluated every `health.cache_ttl`, and draining is pushed immediately.
+/// checks are re-evaluated every `health.cache_ttl`, and draining is pushed immediately, after
+/// which the stream ends so that it does not hold the server's graceful shutdown open.
 ///
 /// ```
 /// use archon_core::health::{GrpcHealth, HealthRegistry};
@@ -68,6 +69,14 @@ fn response(status: ServingStatus) -> HealthCheckResponse {
     }
 }
 
+struct WatchState {
+    health: GrpcHealth,
+    service: String,
+    last: Option<ServingStatus>,
+    changes: tokio::sync::watch::Receiver<()>,
+    done: bool,
+}
+
 type WatchStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -96,32 +105,43 @@ impl Health for GrpcHealth {
             .cache_ttl
             .max(std::time::Duration::from_millis(50));
         let changes = self.registry.subscribe();
-        let state = (self.clone(), service, None::<ServingStatus>, changes);
-        let stream = futures::stream::unfold(
-            state,
-            move |(this, service, last, mut changes)| async move {
-                loop {
-                    let status = this
-                        .status_of(&service)
-                        .await
-                        .unwrap_or(ServingStatus::ServiceUnknown);
-                    if last != Some(status) {
-                        return Some((
-                            Ok(response(status)),
-                            (this, service, Some(status), changes),
-                        ));
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(interval) => {}
-                        changed = changes.changed() => {
-                            if changed.is_err() {
-                                return None;
-                            }
+        let state = WatchState {
+            health: self.clone(),
+            service,
+            last: None,
+            changes,
+            done: false,
+        };
+        let stream = futures::stream::unfold(state, move |mut state| async move {
+            if state.done {
+                return None;
+            }
+            loop {
+                let status = state
+                    .health
+                    .status_of(&state.service)
+                    .await
+                    .unwrap_or(ServingStatus::ServiceUnknown);
+                if state.last != Some(status) {
+                    state.last = Some(status);
+                    // Once draining has been reported, end the stream so that it does not hold
+                    // the server's graceful shutdown open.
+                    state.done = state.health.registry.is_draining();
+                    return Some((Ok(response(status)), state));
+                }
+                if state.health.registry.is_draining() {
+                    return None;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    changed = state.changes.changed() => {
+                        if changed.is_err() {
+                            return None;
                         }
                     }
                 }
-            },
-        );
+            }
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 }
