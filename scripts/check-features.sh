@@ -3,22 +3,22 @@
 # (what `cargo hack check --each-feature` does, without needing cargo-hack installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-crates=$(cargo metadata --no-deps --format-version 1 | python3 -c '
-import json, sys
-meta = json.load(sys.stdin)
-for p in meta["packages"]:
-    if p["name"].startswith("archon-"):
-        feats = [f for f in p["features"] if f != "default" and not f.startswith("_")]
-        print(p["name"] + ":" + ",".join(feats))
-')
-for line in $crates; do
-  crate=${line%%:*}; feats=${line#*:}
-  echo "-- $crate (no default features)"
-  cargo check -q -p "$crate" --no-default-features
-  IFS=, read -ra list <<<"$feats"
-  for f in "${list[@]}"; do
-    [[ -z "$f" ]] && continue
-    echo "-- $crate --features $f"
-    cargo check -q -p "$crate" --no-default-features --features "$f"
+# Runs `cargo check`, failing on any warning (without RUSTFLAGS, which would rebuild every dependency).
+check() {
+  local crate=$1; shift
+  echo "-- $crate $*"
+  local out
+  out=$(cargo check -q -p "$crate" "$@" 2>&1) || { echo "$out"; exit 1; }
+  if grep -q '^warning' <<<"$out"; then echo "$out"; echo "warnings in $crate $*"; exit 1; fi
+}
+
+for manifest in archon-*/Cargo.toml; do
+  crate=$(dirname "$manifest")
+  # Feature names: keys of the [features] table, minus `default` and private `_x` ones.
+  features=$(awk '/^\[/{f=($0=="[features]")} f && /^[a-z0-9][a-z0-9_-]* *=/{sub(/ *=.*/,""); print}' "$manifest" \
+    | grep -v -e '^default$' -e '^_' || true)
+  check "$crate" --no-default-features
+  for f in $features; do
+    check "$crate" --no-default-features --features "$f"
   done
 done

@@ -116,6 +116,13 @@ impl Metadata {
         self
     }
 
+    /// Sets the W3C trace state (passed on unchanged).
+    #[must_use]
+    pub fn with_tracestate(mut self, tracestate: impl Into<String>) -> Self {
+        self.tracestate = Some(tracestate.into());
+        self
+    }
+
     /// The trace id, when there is a trace.
     pub fn trace_id(&self) -> Option<String> {
         self.traceparent.map(|tp| tp.trace_id())

@@ -280,10 +280,12 @@ impl HealthRegistry {
     }
 
     /// Resolves when a check is added or draining begins (used by gRPC `Watch`).
+    #[cfg(feature = "grpc")]
     pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
         self.inner.changed.subscribe()
     }
 
+    #[cfg(feature = "grpc")]
     pub(crate) fn config(&self) -> &HealthConfig {
         &self.inner.config
     }
