@@ -86,8 +86,10 @@ start_postgres() {
     sed -i "s/^#\?listen_addresses.*/listen_addresses = '127.0.0.1'/" "$conf/postgresql.conf"
     sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$conf/pg_hba.conf"
   fi
-  pg_ctlcluster --skip-systemctl-redirect "$version" main start >/dev/null 2>&1 \
-    || pg_ctlcluster "$version" main start >/dev/null 2>&1
+  # `restart` also applies the settings above when the package's own scripts started it already.
+  local action=start; [[ $installed_now == 1 ]] && action=restart
+  pg_ctlcluster --skip-systemctl-redirect "$version" main $action >/dev/null 2>&1 \
+    || pg_ctlcluster "$version" main $action >/dev/null 2>&1
 }
 start_redis() {
   command -v redis-server >/dev/null 2>&1 || apt_install redis-server || return 1
