@@ -19,6 +19,28 @@ impl Override {
     }
 }
 
+/// The process's variables that start with `<prefix>_` (without panicking on non-UTF-8 ones).
+pub(super) fn process_vars(prefix: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let wanted = format!("{prefix}_");
+    let mut vars = Vec::new();
+    for (key, value) in std::env::vars_os() {
+        let Some(key) = key.to_str().filter(|k| k.starts_with(&wanted)) else {
+            continue;
+        };
+        let Ok(value) = value.into_string() else {
+            return Err(ConfigError::new(
+                ConfigErrorKind::InvalidValue,
+                "value is not valid UTF-8",
+            )
+            .with_origin(Some(ConfigOrigin::Env {
+                var: key.to_owned(),
+            })));
+        };
+        vars.push((key.to_owned(), value));
+    }
+    Ok(vars)
+}
+
 /// Merges the matching variables into `root`, in name order, and says which keys they set.
 pub(super) fn apply_overrides(
     root: &mut toml::Table,

@@ -186,7 +186,7 @@ impl ConfigLoader {
         };
         let env_vars = match &self.env {
             Some(vars) => vars.clone(),
-            None => std::env::vars().collect(),
+            None => env::process_vars(&self.prefix)?,
         };
         let overrides = env::apply_overrides(&mut root, &self.prefix, env_vars)?;
         let source = Source {
