@@ -1,13 +1,17 @@
 //! # archon-client
 //!
-//! **Status: planned.** This crate will hold resilient clients built from tower layers, each
-//! usable alone on any `tower::Service`:
+//! Resilient service-to-service calls from composable tower layers. Each layer lives in its own
+//! module and works alone on any `tower::Service`:
 //!
-//! - a circuit breaker (count- and time-based windows, slow calls, half-open probes, keyed
-//!   breakers), with Resilience4j semantics;
-//! - retry with exponential backoff, full jitter and a retry budget, honouring `Retry-After` and
-//!   `grpc-retry-pushback-ms`;
-//! - bulkhead, timeout, rate limit, fallback and hedging;
-//! - a builder that assembles them for a reqwest client, a tonic channel or any tower service.
+//! | module | what it adds |
+//! |---|---|
+//! | [`circuit_breaker`] | Resilience4j-style breaker: ring or time window, slow calls, half-open probes, generations, keyed registry |
 //!
-//! Nothing is exported yet.
+//! ## Feature flags
+//! - `http` (default): the reqwest client with named upstreams.
+//! - `grpc` (default): the tonic channel wrapper.
+
+pub mod circuit_breaker;
+mod classify;
+
+pub use self::classify::{Classifier, DefaultClassifier, ErrorIsFailure, Outcome};
