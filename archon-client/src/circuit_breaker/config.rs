@@ -101,7 +101,7 @@ impl Default for CircuitBreakerConfig {
 ///
 /// ```
 /// use archon_client::circuit_breaker::CircuitBreakerConfig;
-/// let cfg = CircuitBreakerConfig { window_size: 0, ..Default::default() };
+/// let cfg = CircuitBreakerConfig::default().count_window(0);
 /// assert!(cfg.validate().unwrap_err().to_string().contains("window_size"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
