@@ -6,12 +6,22 @@
 //! | module | what it adds |
 //! |---|---|
 //! | [`circuit_breaker`] | Resilience4j-style breaker: ring or time window, slow calls, half-open probes, generations, keyed registry |
+//! | [`retry`] | a `tower::retry::Policy`: full-jitter backoff, attempt/time limits, retry budget, `Retry-After`, idempotency |
+//! | [`bulkhead`] | at most N calls in flight, bounded wait |
+//! | [`timeout`] | overall deadline across retries, `grpc-timeout` propagation (per-attempt: tower's `Timeout`) |
+//! | [`rate_limit`] | client-side GCRA rate limit (governor), wait or reject |
+//! | [`fallback`] | selected errors become a fallback response |
 //!
 //! ## Feature flags
 //! - `http` (default): the reqwest client with named upstreams.
 //! - `grpc` (default): the tonic channel wrapper.
 
+pub mod bulkhead;
 pub mod circuit_breaker;
 mod classify;
+pub mod fallback;
+pub mod rate_limit;
+pub mod retry;
+pub mod timeout;
 
 pub use self::classify::{Classifier, DefaultClassifier, ErrorIsFailure, Outcome};
