@@ -1,13 +1,27 @@
 //! # archon-client
 //!
-//! **Status: planned.** This crate will hold resilient clients built from tower layers, each
-//! usable alone on any `tower::Service`:
+//! Resilient service-to-service calls from composable tower layers. Each layer lives in its own
+//! module and works alone on any `tower::Service`:
 //!
-//! - a circuit breaker (count- and time-based windows, slow calls, half-open probes, keyed
-//!   breakers), with Resilience4j semantics;
-//! - retry with exponential backoff, full jitter and a retry budget, honouring `Retry-After` and
-//!   `grpc-retry-pushback-ms`;
-//! - bulkhead, timeout, rate limit, fallback and hedging;
-//! - a builder that assembles them for a reqwest client, a tonic channel or any tower service.
+//! | module | what it adds |
+//! |---|---|
+//! | [`circuit_breaker`] | Resilience4j-style breaker: ring or time window, slow calls, half-open probes, generations, keyed registry |
+//! | [`retry`] | a `tower::retry::Policy`: full-jitter backoff, attempt/time limits, retry budget, `Retry-After`, idempotency |
+//! | [`bulkhead`] | at most N calls in flight, bounded wait |
+//! | [`timeout`] | overall deadline across retries, `grpc-timeout` propagation (per-attempt: tower's `Timeout`) |
+//! | [`rate_limit`] | client-side GCRA rate limit (governor), wait or reject |
+//! | [`fallback`] | selected errors become a fallback response |
 //!
-//! Nothing is exported yet.
+//! ## Feature flags
+//! - `http` (default): the reqwest client with named upstreams.
+//! - `grpc` (default): the tonic channel wrapper.
+
+pub mod bulkhead;
+pub mod circuit_breaker;
+mod classify;
+pub mod fallback;
+pub mod rate_limit;
+pub mod retry;
+pub mod timeout;
+
+pub use self::classify::{Classifier, DefaultClassifier, ErrorIsFailure, Outcome};

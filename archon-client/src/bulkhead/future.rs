@@ -1,0 +1,120 @@
+//! The response future of [`Bulkhead`](super::Bulkhead).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use archon_core::BoxError;
+use pin_project_lite::pin_project;
+use tokio::sync::OwnedSemaphorePermit;
+use tower::ServiceExt;
+use tower_service::Service;
+
+use super::Shared;
+use super::error::BulkheadFull;
+
+/// A held slot; gives it back (and updates the gauge) when dropped.
+pub(crate) struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    shared: Arc<Shared>,
+}
+
+impl Slot {
+    pub(crate) fn new(permit: OwnedSemaphorePermit, shared: Arc<Shared>) -> Self {
+        Self {
+            permit: Some(permit),
+            shared,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        self.shared.report();
+    }
+}
+
+type Waiting<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, T> {
+        Running { #[pin] future: F, slot: Slot },
+        Waiting { future: Waiting<T> },
+        Rejected,
+        Done,
+    }
+}
+
+pin_project! {
+    /// Runs the call while holding a slot; resolves to [`BulkheadFull`] when none was free.
+    pub struct ResponseFuture<F, T> {
+        #[pin]
+        state: State<F, T>,
+    }
+}
+
+impl<F, T> fmt::Debug for ResponseFuture<F, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, T> ResponseFuture<F, T> {
+    pub(crate) fn running(future: F, slot: Slot) -> Self {
+        Self {
+            state: State::Running { future, slot },
+        }
+    }
+
+    pub(crate) fn rejected() -> Self {
+        Self {
+            state: State::Rejected,
+        }
+    }
+
+    pub(crate) fn waiting<S, Req>(service: S, req: Req, shared: Arc<Shared>) -> Self
+    where
+        S: Service<Req, Response = T> + Send + 'static,
+        S::Future: Send,
+        S::Error: Into<BoxError>,
+        Req: Send + 'static,
+    {
+        let future = Box::pin(async move {
+            let acquire = shared.semaphore.clone().acquire_owned();
+            let Ok(Ok(permit)) = tokio::time::timeout(shared.max_wait, acquire).await else {
+                return Err(BoxError::from(BulkheadFull::new()));
+            };
+            shared.report();
+            let _slot = Slot::new(permit, shared);
+            service.oneshot(req).await.map_err(Into::into)
+        });
+        Self {
+            state: State::Waiting { future },
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F, T>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let out = match this.state.as_mut().project() {
+            StateProj::Running { future, .. } => ready!(future.poll(cx)).map_err(Into::into),
+            StateProj::Waiting { future } => ready!(future.as_mut().poll(cx)),
+            StateProj::Rejected => Err(BulkheadFull::new().into()),
+            StateProj::Done => Err(BulkheadFull::new().into()),
+        };
+        // Gives the slot back as soon as the call is over.
+        this.state.set(State::Done);
+        Poll::Ready(out)
+    }
+}

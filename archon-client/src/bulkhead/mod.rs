@@ -1,0 +1,150 @@
+//! A bulkhead: at most N calls in flight, with a bounded wait for a slot.
+//!
+//! Rejection is the marker [`BulkheadFull`] (boxed without allocating: it has no fields). The
+//! slots left are exposed as the gauge `archon_client_bulkhead_available_permits{bulkhead}`
+//! and by [`BulkheadLayer::available_permits`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use archon_client::bulkhead::{BulkheadConfig, BulkheadFull, BulkheadLayer};
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let layer = BulkheadLayer::new("db", BulkheadConfig { max_concurrent: 1, max_wait: Duration::ZERO });
+//! let mut svc = ServiceBuilder::new().layer(layer.clone()).service(service_fn(|_: ()| async {
+//!     tokio::time::sleep(Duration::from_millis(50)).await;
+//!     Ok::<_, archon_core::BoxError>(())
+//! }));
+//! let first = svc.ready().await.unwrap().call(());
+//! let second = svc.ready().await.unwrap().call(()).await;
+//! assert!(second.unwrap_err().is::<BulkheadFull>());
+//! assert_eq!(layer.available_permits(), 0);
+//! first.await.unwrap();
+//! assert_eq!(layer.available_permits(), 1);
+//! # }
+//! ```
+
+mod error;
+pub mod future;
+mod layer;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use archon_core::BoxError;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tower_service::Service;
+
+pub use self::error::BulkheadFull;
+pub use self::layer::BulkheadLayer;
+
+/// Bulkhead settings (Resilience4j's defaults: 25 calls, no wait).
+///
+/// ```
+/// let cfg: archon_client::bulkhead::BulkheadConfig =
+///     toml::from_str("max_concurrent = 8\nmax_wait = '20ms'").unwrap();
+/// assert_eq!(cfg.max_concurrent, 8);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BulkheadConfig {
+    /// Calls allowed in flight at once (at least 1).
+    pub max_concurrent: usize,
+    /// How long a call may wait for a slot; zero rejects at once.
+    #[serde(with = "archon_core::config::duration")]
+    pub max_wait: Duration,
+}
+
+impl Default for BulkheadConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 25,
+            max_wait: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) semaphore: Arc<Semaphore>,
+    pub(crate) max_wait: Duration,
+    pub(crate) gauge: metrics::Gauge,
+}
+
+impl Shared {
+    pub(crate) fn report(&self) {
+        self.gauge.set(self.semaphore.available_permits() as f64);
+    }
+}
+
+/// A service with at most `max_concurrent` calls in flight. Built by [`BulkheadLayer`].
+///
+/// ```
+/// use archon_client::bulkhead::{BulkheadConfig, BulkheadLayer};
+/// use tower::Layer;
+/// let svc = BulkheadLayer::new("x", BulkheadConfig::default())
+///     .layer(tower::service_fn(|_: ()| async { Ok::<_, archon_core::BoxError>(()) }));
+/// # drop(svc);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Bulkhead<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> Bulkhead<S> {
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, Req> Service<Req> for Bulkhead<S>
+where
+    S: Service<Req> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    Req: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = future::ResponseFuture<S::Future, S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self.shared.semaphore.clone().try_acquire_owned() {
+            Ok(permit) => {
+                self.shared.report();
+                future::ResponseFuture::running(
+                    self.inner.call(req),
+                    future::Slot::new(permit, self.shared.clone()),
+                )
+            }
+            Err(_) if self.shared.max_wait.is_zero() => future::ResponseFuture::rejected(),
+            Err(_) => {
+                let clone = self.inner.clone();
+                let ready = std::mem::replace(&mut self.inner, clone);
+                future::ResponseFuture::waiting(ready, req, self.shared.clone())
+            }
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! The response future of [`CircuitBreaker`](super::CircuitBreaker).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+
+use super::error::{CircuitBreakerError, CircuitOpen};
+use super::state::Permit;
+use crate::classify::Classifier;
+
+pin_project! {
+    /// Waits for the inner call and records its outcome; resolves at once when the breaker
+    /// rejected the call. Dropping it before completion counts as a cancelled call (neither
+    /// success nor failure).
+    #[derive(Debug)]
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        inner: Option<F>,
+        permit: Option<Permit>,
+        rejected: Option<CircuitOpen>,
+        classifier: C,
+    }
+}
+
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn called(inner: F, permit: Permit, classifier: C) -> Self {
+        Self {
+            inner: Some(inner),
+            permit: Some(permit),
+            rejected: None,
+            classifier,
+        }
+    }
+
+    pub(crate) fn rejected(open: CircuitOpen, classifier: C) -> Self {
+        Self {
+            inner: None,
+            permit: None,
+            rejected: Some(open),
+            classifier,
+        }
+    }
+}
+
+impl<F, C, T, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    C: Classifier<T, E>,
+{
+    type Output = Result<T, CircuitBreakerError<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return Poll::Ready(Err(CircuitBreakerError::Open(
+                this.rejected
+                    .take()
+                    .unwrap_or_else(|| CircuitOpen::new(super::CircuitState::Open, None)),
+            )));
+        };
+        let result = ready!(inner.poll(cx));
+        if let Some(permit) = this.permit.take() {
+            permit.record(this.classifier.classify(&result));
+        }
+        Poll::Ready(result.map_err(CircuitBreakerError::Inner))
+    }
+}

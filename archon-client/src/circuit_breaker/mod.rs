@@ -1,0 +1,149 @@
+//! A circuit breaker with Resilience4j semantics, as a tower layer.
+//!
+//! - **Windows**: a true ring of the last N calls ([`WindowType::Count`]) or per-second buckets
+//!   over the last N seconds ([`WindowType::Time`]). Both cost O(1) per call, allocate nothing
+//!   per call and use atomics only: the closed path takes no lock.
+//! - **Opening**: when the failure rate or the slow-call rate reaches its threshold, once at
+//!   least `minimum_calls` calls are in the window.
+//! - **Open**: rejects with [`CircuitOpen`] (no allocation, with the remaining wait) for
+//!   `wait_in_open`, optionally growing on consecutive openings.
+//! - **Half-open**: admits exactly `permitted_calls_in_half_open` probes; when all have
+//!   finished, their rates decide closed or open. `max_wait_in_half_open` stops it sticking.
+//! - **Generations**: every transition bumps a generation; results of calls admitted in an
+//!   earlier generation are dropped. A call cancelled (its future dropped) counts as neither
+//!   success nor failure and frees its probe slot.
+//! - **Manual states**: [`force_open`](CircuitBreakerHandle::force_open),
+//!   [`disable`](CircuitBreakerHandle::disable),
+//!   [`metrics_only`](CircuitBreakerHandle::metrics_only), [`reset`](CircuitBreakerHandle::reset).
+//! - **Events**: a callback ([`CircuitBreakerHandle::on_transition`]), a `tracing` info event per
+//!   transition, and `metrics`: `archon_client_circuit_breaker_state` (gauge: 0 closed, 1 open,
+//!   2 half-open, 3 forced open, 4 disabled, 5 metrics only),
+//!   `archon_client_circuit_breaker_transitions_total{from,to}` and
+//!   `archon_client_circuit_breaker_calls_total{outcome}`, all labelled `breaker`. Handles are
+//!   registered when the breaker is built: install the metrics recorder first.
+//! - **Keyed**: [`CircuitBreakerRegistry`] gives one breaker per key (host, endpoint, tenant),
+//!   bounded in size.
+//!
+//! ```
+//! use std::time::Duration;
+//! use archon_client::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, CircuitState};
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let cfg = CircuitBreakerConfig::default()
+//!     .count_window(10)
+//!     .minimum_calls(5)
+//!     .wait_in_open(Duration::from_secs(30));
+//! let layer = CircuitBreakerLayer::new("flaky", cfg).unwrap();
+//! let mut svc = ServiceBuilder::new().layer(layer.clone()).service(service_fn(|_: ()| async {
+//!     Ok::<_, std::io::Error>(http::Response::builder().status(503).body(()).unwrap())
+//! }));
+//! for _ in 0..5 {
+//!     let _ = svc.ready().await.unwrap().call(()).await;
+//! }
+//! assert_eq!(layer.handle().state(), CircuitState::Open);
+//! let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+//! assert!(err.as_open().unwrap().remaining_wait().is_some());
+//! # }
+//! ```
+
+mod config;
+mod error;
+pub mod future;
+mod layer;
+mod registry;
+mod state;
+mod window;
+
+use std::task::{Context, Poll};
+
+use tower_service::Service;
+
+pub use self::config::{CircuitBreakerConfig, InvalidConfig, WindowType};
+pub use self::error::{CircuitBreakerError, CircuitOpen};
+pub use self::layer::CircuitBreakerLayer;
+pub use self::registry::{CircuitBreakerRegistry, KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
+pub use self::state::{CircuitBreakerHandle, CircuitState, Permit, StateTransition, WindowMetrics};
+use crate::classify::{Classifier, DefaultClassifier};
+
+/// A service guarded by a circuit breaker. Built by [`CircuitBreakerLayer`].
+///
+/// ```
+/// use archon_client::circuit_breaker::{CircuitBreaker, CircuitBreakerHandle};
+/// let handle = CircuitBreakerHandle::new("svc", Default::default()).unwrap();
+/// let svc = CircuitBreaker::new(tower::service_fn(|_: ()| async {
+///     Ok::<_, std::io::Error>(http::Response::new(()))
+/// }), handle);
+/// assert_eq!(svc.handle().name(), "svc");
+/// ```
+#[derive(Debug, Clone)]
+pub struct CircuitBreaker<S, C = DefaultClassifier> {
+    inner: S,
+    handle: CircuitBreakerHandle,
+    classifier: C,
+}
+
+impl<S> CircuitBreaker<S> {
+    /// Guards `inner` with `handle`'s breaker and the default classifier.
+    pub fn new(inner: S, handle: CircuitBreakerHandle) -> Self {
+        Self::with_classifier(inner, handle, DefaultClassifier)
+    }
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    /// Guards `inner` with `handle`'s breaker, classifying results with `classifier`.
+    pub fn with_classifier(inner: S, handle: CircuitBreakerHandle, classifier: C) -> Self {
+        Self {
+            inner,
+            handle,
+            classifier,
+        }
+    }
+
+    /// The shared breaker.
+    pub fn handle(&self) -> &CircuitBreakerHandle {
+        &self.handle
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
+where
+    S: Service<Req>,
+    C: Classifier<S::Response, S::Error>,
+{
+    type Response = S::Response;
+    type Error = CircuitBreakerError<S::Error>;
+    type Future = future::ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(CircuitBreakerError::Inner)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self.handle.try_acquire() {
+            Ok(permit) => future::ResponseFuture::called(
+                self.inner.call(req),
+                permit,
+                self.classifier.clone(),
+            ),
+            Err(open) => future::ResponseFuture::rejected(open, self.classifier.clone()),
+        }
+    }
+}

@@ -1,0 +1,660 @@
+//! The shared breaker: state machine, windows, probes, events.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::config::{CircuitBreakerConfig, InvalidConfig, WindowType};
+use super::error::CircuitOpen;
+use super::window::{Code, CountWindow, Snapshot, TimeWindow, Window};
+use crate::classify::Outcome;
+
+/// The state of a circuit breaker.
+///
+/// ```
+/// use archon_client::circuit_breaker::{CircuitBreakerHandle, CircuitState};
+/// let breaker = CircuitBreakerHandle::new("inventory", Default::default()).unwrap();
+/// assert_eq!(breaker.state(), CircuitState::Closed);
+/// breaker.force_open();
+/// assert_eq!(breaker.state(), CircuitState::ForcedOpen);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CircuitState {
+    /// Calls flow; outcomes are recorded and may open the breaker.
+    Closed,
+    /// Calls are rejected until the wait is over.
+    Open,
+    /// A fixed number of probe calls decide between closed and open.
+    HalfOpen,
+    /// Always rejects, until reset by hand.
+    ForcedOpen,
+    /// Always admits and records nothing.
+    Disabled,
+    /// Always admits and records, but never opens.
+    MetricsOnly,
+}
+
+impl CircuitState {
+    const ALL: [Self; 6] = [
+        Self::Closed,
+        Self::Open,
+        Self::HalfOpen,
+        Self::ForcedOpen,
+        Self::Disabled,
+        Self::MetricsOnly,
+    ];
+
+    fn code(self) -> u64 {
+        match self {
+            Self::Closed => 0,
+            Self::Open => 1,
+            Self::HalfOpen => 2,
+            Self::ForcedOpen => 3,
+            Self::Disabled => 4,
+            Self::MetricsOnly => 5,
+        }
+    }
+
+    fn from_code(code: u64) -> Self {
+        Self::ALL
+            .get((code & STATE_MASK) as usize)
+            .copied()
+            .unwrap_or(Self::Closed)
+    }
+
+    /// Lower-case name (`"half_open"`), as used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half_open",
+            Self::ForcedOpen => "forced_open",
+            Self::Disabled => "disabled",
+            Self::MetricsOnly => "metrics_only",
+        }
+    }
+}
+
+impl fmt::Display for CircuitState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A change of state, as given to the [`on_transition`](CircuitBreakerHandle::on_transition)
+/// callback.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use archon_client::circuit_breaker::{CircuitBreakerHandle, CircuitState};
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let log = seen.clone();
+/// let breaker = CircuitBreakerHandle::new("db", Default::default())
+///     .unwrap()
+///     .on_transition(move |t| log.lock().unwrap().push((t.from, t.to)));
+/// breaker.force_open();
+/// assert_eq!(*seen.lock().unwrap(), [(CircuitState::Closed, CircuitState::ForcedOpen)]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StateTransition {
+    /// The breaker's name.
+    pub name: Arc<str>,
+    /// The state left.
+    pub from: CircuitState,
+    /// The state entered.
+    pub to: CircuitState,
+    /// The generation of the new state (it grows by one on every transition).
+    pub generation: u64,
+}
+
+type Callback = Arc<dyn Fn(&StateTransition) + Send + Sync>;
+
+const STATE_BITS: u32 = 3;
+const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
+
+/// Half-open probe counters packed into one word: admitted, completed, failures, slow (16 bits
+/// each).
+const PROBE_ADMITTED: u64 = 1;
+const PROBE_COMPLETED: u64 = 1 << 16;
+const PROBE_FAILED: u64 = 1 << 32;
+const PROBE_SLOW: u64 = 1 << 48;
+
+fn probe_field(word: u64, unit: u64) -> u64 {
+    (word / unit) & 0xFFFF
+}
+
+fn percent_to_ppm(percent: f64) -> u64 {
+    // Validated to (0, 100], so the result is in (0, 1_000_000].
+    (percent * 10_000.0).round() as u64
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+struct Shared {
+    name: Arc<str>,
+    config: CircuitBreakerConfig,
+    failure_ppm: u64,
+    slow_ppm: u64,
+    slow_nanos: u64,
+    minimum_calls: u64,
+    /// State in the low 3 bits, generation above.
+    word: AtomicU64,
+    window: Window,
+    probes: AtomicU64,
+    /// Nanoseconds since `epoch` when the current state was entered.
+    since: AtomicU64,
+    /// Nanoseconds the current open state lasts.
+    open_for: AtomicU64,
+    /// Consecutive openings without closing in between.
+    openings: AtomicU32,
+    epoch: Instant,
+    transition_lock: Mutex<()>,
+    callback: OnceLock<Callback>,
+    metrics: Metrics,
+}
+
+struct Metrics {
+    success: metrics::Counter,
+    failure: metrics::Counter,
+    slow: metrics::Counter,
+    ignored: metrics::Counter,
+    rejected: metrics::Counter,
+    state: metrics::Gauge,
+}
+
+impl Metrics {
+    fn new(name: &Arc<str>) -> Self {
+        let calls = |outcome: &'static str| {
+            metrics::counter!(
+                "archon_client_circuit_breaker_calls_total",
+                "breaker" => name.to_string(),
+                "outcome" => outcome
+            )
+        };
+        Self {
+            success: calls("success"),
+            failure: calls("failure"),
+            slow: calls("slow"),
+            ignored: calls("ignored"),
+            rejected: calls("rejected"),
+            state: metrics::gauge!(
+                "archon_client_circuit_breaker_state",
+                "breaker" => name.to_string()
+            ),
+        }
+    }
+}
+
+/// A circuit breaker shared by every service it guards: the state machine, its window and
+/// its controls. Cheap to clone (an `Arc`).
+///
+/// Use it through [`CircuitBreakerLayer`](super::CircuitBreakerLayer), or by hand with
+/// [`try_acquire`](Self::try_acquire) and [`Permit::record`] around any call.
+///
+/// ```
+/// use archon_client::Outcome;
+/// use archon_client::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitState};
+/// let cfg = CircuitBreakerConfig::default().count_window(4).minimum_calls(4);
+/// let breaker = CircuitBreakerHandle::new("payments", cfg).unwrap();
+/// for _ in 0..4 {
+///     let permit = breaker.try_acquire().unwrap();
+///     permit.record(Outcome::Failure);
+/// }
+/// assert_eq!(breaker.state(), CircuitState::Open);
+/// assert!(breaker.try_acquire().is_err());
+/// ```
+#[derive(Clone)]
+pub struct CircuitBreakerHandle {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for CircuitBreakerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreakerHandle")
+            .field("name", &self.shared.name)
+            .field("state", &self.state())
+            .field("generation", &self.generation())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Rates over the current window, from [`CircuitBreakerHandle::metrics`].
+///
+/// ```
+/// let breaker = archon_client::circuit_breaker::CircuitBreakerHandle::new("x", Default::default()).unwrap();
+/// assert_eq!(breaker.metrics().calls, 0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct WindowMetrics {
+    /// Calls recorded in the window.
+    pub calls: u64,
+    /// Failed calls in the window.
+    pub failures: u64,
+    /// Slow calls in the window.
+    pub slow_calls: u64,
+    /// Failure rate in percent (0 when the window is empty).
+    pub failure_rate: f64,
+    /// Slow-call rate in percent (0 when the window is empty).
+    pub slow_call_rate: f64,
+}
+
+/// Leave to make one call through the breaker. Record the outcome with [`Permit::record`];
+/// dropping it unrecorded means the call was cancelled, which counts neither as success nor as
+/// failure (and gives a half-open probe slot back).
+///
+/// ```
+/// use archon_client::{Outcome, circuit_breaker::CircuitBreakerHandle};
+/// let breaker = CircuitBreakerHandle::new("x", Default::default()).unwrap();
+/// let permit = breaker.try_acquire().unwrap();
+/// permit.record(Outcome::Success);
+/// assert_eq!(breaker.metrics().calls, 1);
+/// ```
+#[must_use = "record the outcome, or drop the permit if the call was cancelled"]
+pub struct Permit {
+    shared: Arc<Shared>,
+    word: u64,
+    started: Instant,
+    done: bool,
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("state", &CircuitState::from_code(self.word))
+            .field("generation", &(self.word >> STATE_BITS))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Permit {
+    /// Records the call's outcome, timed from when the permit was taken.
+    pub fn record(mut self, outcome: Outcome) {
+        self.done = true;
+        let elapsed = self.started.elapsed();
+        self.shared.record(self.word, outcome, elapsed);
+    }
+
+    /// Records the outcome with an explicit duration (for callers timing calls themselves).
+    pub fn record_with_duration(mut self, outcome: Outcome, elapsed: Duration) {
+        self.done = true;
+        self.shared.record(self.word, outcome, elapsed);
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.cancelled(self.word);
+        }
+    }
+}
+
+impl CircuitBreakerHandle {
+    /// A new breaker, closed, named `name` in metrics and logs.
+    ///
+    /// # Errors
+    /// [`InvalidConfig`] when a setting is out of range.
+    pub fn new(
+        name: impl Into<Arc<str>>,
+        config: CircuitBreakerConfig,
+    ) -> Result<Self, InvalidConfig> {
+        config.validate()?;
+        Ok(Self::from_valid(name.into(), config))
+    }
+
+    /// A breaker from a configuration already validated.
+    pub(crate) fn from_valid(name: Arc<str>, config: CircuitBreakerConfig) -> Self {
+        let window = match config.window_type {
+            WindowType::Count => Window::Count(CountWindow::new(config.window_size)),
+            WindowType::Time => Window::Time(TimeWindow::new(config.window_size)),
+        };
+        let metrics = Metrics::new(&name);
+        metrics.state.set(0.0);
+        Self {
+            shared: Arc::new(Shared {
+                failure_ppm: percent_to_ppm(config.failure_rate_threshold),
+                slow_ppm: percent_to_ppm(config.slow_call_rate_threshold),
+                slow_nanos: nanos(config.slow_call_duration),
+                minimum_calls: config.effective_minimum_calls(),
+                name,
+                config,
+                word: AtomicU64::new(CircuitState::Closed.code()),
+                window,
+                probes: AtomicU64::new(0),
+                since: AtomicU64::new(0),
+                open_for: AtomicU64::new(0),
+                openings: AtomicU32::new(0),
+                epoch: Instant::now(),
+                transition_lock: Mutex::new(()),
+                callback: OnceLock::new(),
+                metrics,
+            }),
+        }
+    }
+
+    /// Calls `callback` on every state transition (after the new state is in force). A breaker
+    /// has one callback: the first one set stays.
+    #[must_use]
+    pub fn on_transition(
+        self,
+        callback: impl Fn(&StateTransition) + Send + Sync + 'static,
+    ) -> Self {
+        let _ = self.shared.callback.set(Arc::new(callback));
+        self
+    }
+
+    /// The breaker's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &CircuitBreakerConfig {
+        &self.shared.config
+    }
+
+    /// The current state. An open breaker whose wait is over still reports `Open` until the
+    /// next call moves it to half-open.
+    pub fn state(&self) -> CircuitState {
+        CircuitState::from_code(self.shared.word.load(Ordering::Acquire))
+    }
+
+    /// The generation: grows by one on every transition.
+    pub fn generation(&self) -> u64 {
+        self.shared.word.load(Ordering::Acquire) >> STATE_BITS
+    }
+
+    /// Rates over the current window.
+    pub fn metrics(&self) -> WindowMetrics {
+        let s = self.shared.window.snapshot(self.shared.now_sec());
+        let rate = |n: u64| {
+            if s.calls == 0 {
+                0.0
+            } else {
+                n as f64 * 100.0 / s.calls as f64
+            }
+        };
+        WindowMetrics {
+            calls: s.calls,
+            failures: s.failures,
+            slow_calls: s.slow,
+            failure_rate: rate(s.failures),
+            slow_call_rate: rate(s.slow),
+        }
+    }
+
+    /// Asks to make a call: a [`Permit`] when admitted, else [`CircuitOpen`] with the remaining
+    /// wait. Never allocates; in the closed state it is one atomic load.
+    ///
+    /// # Errors
+    /// [`CircuitOpen`] while open, forced open, or half-open with every probe slot taken.
+    pub fn try_acquire(&self) -> Result<Permit, CircuitOpen> {
+        let word = self.shared.admit()?;
+        Ok(Permit {
+            shared: self.shared.clone(),
+            word,
+            started: Instant::now(),
+            done: false,
+        })
+    }
+
+    /// Rejects every call until [`reset`](Self::reset).
+    pub fn force_open(&self) {
+        self.shared.force(CircuitState::ForcedOpen);
+    }
+
+    /// Admits every call and records nothing until [`reset`](Self::reset).
+    pub fn disable(&self) {
+        self.shared.force(CircuitState::Disabled);
+    }
+
+    /// Admits every call and records outcomes, but never opens, until [`reset`](Self::reset).
+    pub fn metrics_only(&self) {
+        self.shared.force(CircuitState::MetricsOnly);
+    }
+
+    /// Back to closed with an empty window.
+    pub fn reset(&self) {
+        self.shared.force(CircuitState::Closed);
+    }
+
+    /// Whether `other` is the same breaker (shared state).
+    pub fn same_as(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl Shared {
+    fn now_nanos(&self) -> u64 {
+        nanos(self.epoch.elapsed())
+    }
+
+    fn now_sec(&self) -> u64 {
+        self.epoch.elapsed().as_secs()
+    }
+
+    fn admit(&self) -> Result<u64, CircuitOpen> {
+        loop {
+            let word = self.word.load(Ordering::Acquire);
+            let state = CircuitState::from_code(word);
+            match state {
+                CircuitState::Closed | CircuitState::MetricsOnly | CircuitState::Disabled => {
+                    return Ok(word);
+                }
+                CircuitState::ForcedOpen => {
+                    self.metrics.rejected.increment(1);
+                    return Err(CircuitOpen::new(state, None));
+                }
+                CircuitState::Open => {
+                    let now = self.now_nanos();
+                    let until = self
+                        .since
+                        .load(Ordering::Relaxed)
+                        .saturating_add(self.open_for.load(Ordering::Relaxed));
+                    if now >= until {
+                        self.transition(word, CircuitState::HalfOpen);
+                        continue;
+                    }
+                    self.metrics.rejected.increment(1);
+                    return Err(CircuitOpen::new(
+                        state,
+                        Some(Duration::from_nanos(until - now)),
+                    ));
+                }
+                CircuitState::HalfOpen => {
+                    let permitted = u64::from(self.config.permitted_calls_in_half_open);
+                    let mut probes = self.probes.load(Ordering::Acquire);
+                    while probe_field(probes, PROBE_ADMITTED) < permitted {
+                        match self.probes.compare_exchange_weak(
+                            probes,
+                            probes + PROBE_ADMITTED,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        ) {
+                            // The probe counters belong to this half-open generation only if
+                            // the state did not move meanwhile.
+                            Ok(_) if self.word.load(Ordering::Acquire) == word => return Ok(word),
+                            Ok(_) => break,
+                            Err(actual) => probes = actual,
+                        }
+                    }
+                    if self.word.load(Ordering::Acquire) != word {
+                        continue;
+                    }
+                    let max_wait = self.config.max_wait_in_half_open;
+                    if !max_wait.is_zero() {
+                        let stayed = self
+                            .now_nanos()
+                            .saturating_sub(self.since.load(Ordering::Relaxed));
+                        if stayed >= nanos(max_wait) {
+                            self.transition(word, CircuitState::Open);
+                            continue;
+                        }
+                    }
+                    self.metrics.rejected.increment(1);
+                    return Err(CircuitOpen::new(state, None));
+                }
+            }
+        }
+    }
+
+    fn record(&self, word: u64, outcome: Outcome, elapsed: Duration) {
+        let state = CircuitState::from_code(word);
+        if state == CircuitState::Disabled {
+            return;
+        }
+        let slow = nanos(elapsed) >= self.slow_nanos;
+        match outcome {
+            Outcome::Success if slow => self.metrics.slow.increment(1),
+            Outcome::Success => self.metrics.success.increment(1),
+            Outcome::Failure => self.metrics.failure.increment(1),
+            Outcome::Ignored => self.metrics.ignored.increment(1),
+        }
+        // A result from an earlier state (generation) says nothing about this one.
+        if self.word.load(Ordering::Acquire) != word {
+            return;
+        }
+        let failure = match outcome {
+            Outcome::Success => false,
+            Outcome::Failure => true,
+            Outcome::Ignored => {
+                if state == CircuitState::HalfOpen {
+                    self.release_probe(word);
+                }
+                return;
+            }
+        };
+        match state {
+            CircuitState::Closed | CircuitState::MetricsOnly => {
+                let snap = self.window.record(Code::new(failure, slow), self.now_sec());
+                if state == CircuitState::Closed && self.should_open(snap) {
+                    self.transition(word, CircuitState::Open);
+                }
+            }
+            CircuitState::HalfOpen => {
+                let add = PROBE_COMPLETED
+                    + if failure { PROBE_FAILED } else { 0 }
+                    + if slow { PROBE_SLOW } else { 0 };
+                let probes = self.probes.fetch_add(add, Ordering::AcqRel) + add;
+                let completed = probe_field(probes, PROBE_COMPLETED);
+                if completed == u64::from(self.config.permitted_calls_in_half_open) {
+                    let snap = Snapshot {
+                        calls: completed,
+                        failures: probe_field(probes, PROBE_FAILED),
+                        slow: probe_field(probes, PROBE_SLOW),
+                    };
+                    let to = if self.rates_exceeded(snap) {
+                        CircuitState::Open
+                    } else {
+                        CircuitState::Closed
+                    };
+                    self.transition(word, to);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn cancelled(&self, word: u64) {
+        if CircuitState::from_code(word) == CircuitState::HalfOpen
+            && self.word.load(Ordering::Acquire) == word
+        {
+            self.release_probe(word);
+        }
+    }
+
+    fn release_probe(&self, word: u64) {
+        let _ = self
+            .probes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                (self.word.load(Ordering::Acquire) == word && probe_field(p, PROBE_ADMITTED) > 0)
+                    .then(|| p - PROBE_ADMITTED)
+            });
+    }
+
+    fn rates_exceeded(&self, s: Snapshot) -> bool {
+        let calls = u128::from(s.calls);
+        u128::from(s.failures) * 1_000_000 >= u128::from(self.failure_ppm) * calls
+            || u128::from(s.slow) * 1_000_000 >= u128::from(self.slow_ppm) * calls
+    }
+
+    fn should_open(&self, s: Snapshot) -> bool {
+        s.calls >= self.minimum_calls && self.rates_exceeded(s)
+    }
+
+    fn force(&self, to: CircuitState) {
+        loop {
+            let word = self.word.load(Ordering::Acquire);
+            if self.transition(word, to) {
+                return;
+            }
+        }
+    }
+
+    /// Moves from the state `from_word` to `to`. Returns `false` when the state changed
+    /// meanwhile (someone else made the transition).
+    fn transition(&self, from_word: u64, to: CircuitState) -> bool {
+        let generation;
+        {
+            let _guard = match self.transition_lock.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if self.word.load(Ordering::Acquire) != from_word {
+                return false;
+            }
+            let now = self.now_nanos();
+            match to {
+                CircuitState::Open => {
+                    let n = self.openings.fetch_add(1, Ordering::Relaxed) + 1;
+                    let wait = self.config.wait_for_opening(n);
+                    self.open_for.store(nanos(wait), Ordering::Relaxed);
+                }
+                CircuitState::HalfOpen => self.probes.store(0, Ordering::Release),
+                CircuitState::Closed => {
+                    self.openings.store(0, Ordering::Relaxed);
+                    self.window.reset();
+                }
+                CircuitState::MetricsOnly => self.window.reset(),
+                CircuitState::ForcedOpen | CircuitState::Disabled => {}
+            }
+            self.since.store(now, Ordering::Relaxed);
+            generation = (from_word >> STATE_BITS) + 1;
+            self.word
+                .store((generation << STATE_BITS) | to.code(), Ordering::Release);
+        }
+        let from = CircuitState::from_code(from_word);
+        self.metrics.state.set(to.code() as f64);
+        metrics::counter!(
+            "archon_client_circuit_breaker_transitions_total",
+            "breaker" => self.name.to_string(),
+            "from" => from.as_str(),
+            "to" => to.as_str()
+        )
+        .increment(1);
+        tracing::info!(
+            breaker = %self.name,
+            from = from.as_str(),
+            to = to.as_str(),
+            generation,
+            "circuit breaker state transition"
+        );
+        if let Some(callback) = self.callback.get() {
+            callback(&StateTransition {
+                name: self.name.clone(),
+                from,
+                to,
+                generation,
+            });
+        }
+        true
+    }
+}

@@ -1,0 +1,292 @@
+//! [`RetryPolicy`]: a `tower::retry::Policy` with backoff, deadline, budget and server hints.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::backoff::ExponentialBackoff;
+use super::budget::{RetryBudget, RetryBudgetConfig};
+use super::classify::{DefaultRetryClassifier, RetryAction, RetryClassifier};
+use super::request::RetryRequest;
+
+/// Retry settings (serde-configurable).
+///
+/// ```
+/// let cfg: archon_client::retry::RetryConfig = toml::from_str(r#"
+///     max_attempts = 4
+///     max_elapsed = "10s"
+///     grpc_retryable_codes = ["unavailable", "resource_exhausted"]
+///     [backoff]
+///     initial_backoff = "50ms"
+///     max_backoff = "2s"
+///     [budget]
+///     ratio = 0.1
+/// "#).unwrap();
+/// assert_eq!(cfg.max_attempts, 4);
+/// assert_eq!(cfg.budget.unwrap().min_per_second, 10);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RetryConfig {
+    /// Attempts in all, the first included (Resilience4j's default: 3).
+    pub max_attempts: u32,
+    /// Delay between attempts.
+    pub backoff: ExponentialBackoff,
+    /// No retry starts later than this after the first attempt started.
+    #[serde(with = "archon_core::config::duration")]
+    pub max_elapsed: Duration,
+    /// A server asking to wait longer than this (`Retry-After`, `grpc-retry-pushback-ms`) is
+    /// not retried.
+    #[serde(with = "archon_core::config::duration")]
+    pub max_retry_after: Duration,
+    /// The retry budget; `None` for no budget (not recommended).
+    pub budget: Option<RetryBudgetConfig>,
+    /// gRPC status codes (lower-case names such as `"unavailable"`) that are retried.
+    pub grpc_retryable_codes: Vec<String>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            backoff: ExponentialBackoff::default(),
+            max_elapsed: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(30),
+            budget: Some(RetryBudgetConfig::default()),
+            grpc_retryable_codes: vec!["unavailable".to_owned()],
+        }
+    }
+}
+
+/// The gRPC code number of a lower-case (or upper-case) code name.
+pub(crate) fn grpc_code(name: &str) -> Option<i32> {
+    const NAMES: [&str; 17] = [
+        "ok",
+        "cancelled",
+        "unknown",
+        "invalid_argument",
+        "deadline_exceeded",
+        "not_found",
+        "already_exists",
+        "permission_denied",
+        "resource_exhausted",
+        "failed_precondition",
+        "aborted",
+        "out_of_range",
+        "unimplemented",
+        "internal",
+        "unavailable",
+        "data_loss",
+        "unauthenticated",
+    ];
+    let lower = name.to_ascii_lowercase();
+    NAMES
+        .iter()
+        .position(|n| *n == lower)
+        .and_then(|i| i32::try_from(i).ok())
+}
+
+impl RetryConfig {
+    /// Sets the attempts in all (first included).
+    #[must_use]
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// Sets the backoff.
+    #[must_use]
+    pub fn backoff(mut self, backoff: ExponentialBackoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Sets the budget (`None` = unlimited retries).
+    #[must_use]
+    pub fn budget(mut self, budget: Option<RetryBudgetConfig>) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Sets the longest time after the first attempt at which a retry may start.
+    #[must_use]
+    pub fn max_elapsed(mut self, max: Duration) -> Self {
+        self.max_elapsed = max;
+        self
+    }
+
+    /// The gRPC codes named in `grpc_retryable_codes`; unknown names are returned as `Err`.
+    ///
+    /// # Errors
+    /// The first name that is not a gRPC code.
+    pub fn grpc_codes(&self) -> Result<Vec<i32>, String> {
+        self.grpc_retryable_codes
+            .iter()
+            .map(|n| grpc_code(n).ok_or_else(|| n.clone()))
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+struct Settings {
+    max_attempts: u32,
+    backoff: ExponentialBackoff,
+    max_elapsed: Duration,
+    max_retry_after: Duration,
+}
+
+/// A `tower::retry::Policy`: exponential backoff with full jitter, at most `max_attempts`
+/// attempts and `max_elapsed` time, a shared [`RetryBudget`], server hints honoured, and only
+/// idempotent, replayable requests retried.
+///
+/// tower's `Retry` clones the policy for every call, so each clone starts a fresh count of
+/// attempts and a fresh clock; the budget is shared by all clones. A request that is not
+/// idempotent or cannot be cloned is sent once (and earns no budget).
+///
+/// ```
+/// use archon_client::retry::{RetryConfig, RetryPolicy};
+/// use tower::{ServiceBuilder, retry::RetryLayer, service_fn};
+///
+/// let policy = RetryPolicy::new(&RetryConfig::default());
+/// let svc = ServiceBuilder::new()
+///     .layer(RetryLayer::new(policy.clone()))
+///     .service(service_fn(|_req: http::Request<()>| async {
+///         Ok::<_, archon_core::BoxError>(http::Response::new(()))
+///     }));
+/// # drop(svc);
+/// println!("{} retries available", policy.budget().unwrap().available());
+/// ```
+#[derive(Debug)]
+pub struct RetryPolicy<C = DefaultRetryClassifier> {
+    settings: Arc<Settings>,
+    budget: Option<RetryBudget>,
+    classifier: C,
+    attempts: u32,
+    started: Instant,
+}
+
+impl<C: Clone> Clone for RetryPolicy<C> {
+    /// A fresh per-call copy: attempts and clock start again, the budget is shared.
+    fn clone(&self) -> Self {
+        Self {
+            settings: self.settings.clone(),
+            budget: self.budget.clone(),
+            classifier: self.classifier.clone(),
+            attempts: 0,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// A policy from `config`, with a new budget and the default classifier (gRPC codes from
+    /// the config; unknown names are ignored with a warning).
+    pub fn new(config: &RetryConfig) -> Self {
+        let codes = config
+            .grpc_retryable_codes
+            .iter()
+            .filter_map(|n| {
+                let code = grpc_code(n);
+                if code.is_none() {
+                    tracing::warn!(code = %n, "unknown gRPC status code name in retry config; ignored");
+                }
+                code
+            })
+            .collect::<Vec<_>>();
+        Self {
+            settings: Arc::new(Settings {
+                max_attempts: config.max_attempts.max(1),
+                backoff: config.backoff,
+                max_elapsed: config.max_elapsed,
+                max_retry_after: config.max_retry_after,
+            }),
+            budget: config.budget.map(RetryBudget::new),
+            classifier: DefaultRetryClassifier::with_grpc_codes(codes),
+            attempts: 0,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl<C> RetryPolicy<C> {
+    /// Shares `budget` (e.g. one budget for every route of an upstream, or with hedging).
+    #[must_use]
+    pub fn with_budget(mut self, budget: Option<RetryBudget>) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Uses `classifier` to decide what is retried.
+    pub fn classifier<C2>(self, classifier: C2) -> RetryPolicy<C2> {
+        RetryPolicy {
+            settings: self.settings,
+            budget: self.budget,
+            classifier,
+            attempts: 0,
+            started: self.started,
+        }
+    }
+
+    /// The shared budget.
+    pub fn budget(&self) -> Option<&RetryBudget> {
+        self.budget.as_ref()
+    }
+}
+
+impl<Req, Res, E, C> tower::retry::Policy<Req, Res, E> for RetryPolicy<C>
+where
+    Req: RetryRequest,
+    C: RetryClassifier<Res, E>,
+{
+    type Future = tokio::time::Sleep;
+
+    fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, E>) -> Option<Self::Future> {
+        self.attempts += 1;
+        let settings = &self.settings;
+        let delay = match self.classifier.classify(result) {
+            RetryAction::Success | RetryAction::Fail => {
+                if self.attempts == 1
+                    && let Some(budget) = &self.budget
+                {
+                    budget.deposit();
+                }
+                return None;
+            }
+            RetryAction::Retry => settings.backoff.delay(self.attempts - 1),
+            RetryAction::RetryAfter(wait) if wait <= settings.max_retry_after => wait,
+            RetryAction::RetryAfter(wait) => {
+                tracing::debug!(
+                    ?wait,
+                    "server asked to wait longer than max_retry_after; not retrying"
+                );
+                return None;
+            }
+        };
+        if self.attempts >= settings.max_attempts {
+            return None;
+        }
+        if self.started.elapsed() + delay > settings.max_elapsed {
+            return None;
+        }
+        if let Some(budget) = &self.budget
+            && !budget.withdraw()
+        {
+            metrics::counter!("archon_client_retry_budget_exhausted_total").increment(1);
+            self.classifier.on_budget_exhausted(result);
+            return None;
+        }
+        metrics::counter!("archon_client_retries_total").increment(1);
+        Some(tokio::time::sleep(delay))
+    }
+
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        if req.is_idempotent() {
+            req.try_clone()
+        } else {
+            None
+        }
+    }
+}
