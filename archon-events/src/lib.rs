@@ -9,7 +9,7 @@
 //!   protocol binding in binary and structured mode ([`envelope`]).
 //! - [`Event`] and [`Codec`]: typed events with a stable type name; JSON by default.
 //! - [`MemoryBus`]: the in-memory backend (the embedded default).
-//! - `Router` (coming next): typed handlers with retry, delayed redelivery, dead-lettering,
+//! - [`Router`](router::Router): typed handlers with retry, delayed redelivery, dead-lettering,
 //!   timeout, dedupe, tracing and metrics middleware, per-key ordered concurrency, batches and
 //!   graceful shutdown.
 //! - `conformance` (feature): the universal suite every backend passes.
@@ -39,9 +39,12 @@
 
 pub mod bus;
 mod codec;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod envelope;
 mod error;
 mod memory;
+pub mod router;
 
 pub use self::bus::{
     Acker, DeadLetter, Delivery, EventBus, Features, Publisher, StartPosition, SubscribeOptions,

@@ -105,6 +105,8 @@ impl Default for MemoryConfig {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryBus {
     shared: Arc<Shared>,
+    /// Closed by [`Publisher::close`]: only this client handle (and its clones) stop publishing.
+    handle_closed: Arc<AtomicBool>,
 }
 
 #[derive(Debug, Default)]
@@ -132,6 +134,28 @@ impl MemoryBus {
                 config,
                 ..Shared::default()
             }),
+            handle_closed: Arc::default(),
+        }
+    }
+
+    /// A new client of the same bus: it shares the topics, but [`Publisher::close`] on it
+    /// closes only this client (as closing one broker connection would).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> archon_events::Result<()> {
+    /// use archon_events::{Envelope, MemoryBus, Publisher};
+    /// let bus = MemoryBus::new();
+    /// let client = bus.connect();
+    /// client.close().await?;
+    /// let event = Envelope::builder("/a", "t.v1").build()?;
+    /// assert!(client.publish("t", event.clone()).await.is_err());
+    /// assert!(bus.publish("t", event).await.is_ok());
+    /// # Ok(()) }
+    /// ```
+    pub fn connect(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            handle_closed: Arc::default(),
         }
     }
 
@@ -142,12 +166,12 @@ impl MemoryBus {
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// use archon_events::{Envelope, Error, MemoryBus, Publisher};
     /// let bus = MemoryBus::new();
-    /// bus.close();
+    /// bus.shutdown();
     /// let event = Envelope::builder("/a", "t.v1").build().unwrap();
     /// assert!(matches!(bus.publish("t", event).await, Err(Error::Closed)));
     /// # }
     /// ```
-    pub fn close(&self) {
+    pub fn shutdown(&self) {
         self.shared.closed.store(true, Ordering::SeqCst);
         for topic in read(&self.shared.topics).values() {
             for group in read(&topic.groups).iter() {
@@ -187,7 +211,8 @@ impl MemoryBus {
     }
 
     fn check(&self, event: &Envelope) -> Result<()> {
-        if self.shared.closed.load(Ordering::Relaxed) {
+        if self.shared.closed.load(Ordering::Relaxed) || self.handle_closed.load(Ordering::Relaxed)
+        {
             return Err(Error::Closed);
         }
         event.check_size(self.shared.config.max_event_size)
@@ -264,9 +289,10 @@ impl Publisher for MemoryBus {
             .await
     }
 
-    /// Memory has nothing to flush: this closes the whole bus ([`MemoryBus::close`]).
+    /// Memory has nothing to flush: this client stops publishing (see [`MemoryBus::connect`];
+    /// [`MemoryBus::shutdown`] closes the whole bus).
     async fn close(&self) -> Result<()> {
-        MemoryBus::close(self);
+        self.handle_closed.store(true, Ordering::SeqCst);
         Ok(())
     }
 }

@@ -74,7 +74,7 @@ async fn closing_the_bus_ends_streams_and_refuses_publishes() {
         .unwrap();
     let reader = tokio::spawn(async move { sub.next().await.is_none() });
     tokio::task::yield_now().await;
-    bus.close();
+    bus.shutdown();
     assert!(reader.await.unwrap(), "stream ends on close");
     assert!(matches!(
         bus.publish("t", event(1)).await,
