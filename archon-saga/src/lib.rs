@@ -5,6 +5,10 @@ mod engine;
 mod error;
 mod store;
 
+#[cfg(feature = "postgres")]
+pub use self::store::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use self::store::SqliteStore;
 pub use self::{
     definition::{
         AfterPivot, BeforePivot, Compensatable, ErrorKind, Pivot, Retriable, RetryPolicy, Saga,

@@ -3,9 +3,18 @@
 
 mod crash;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod record;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 use async_trait::async_trait;
+
+#[cfg(feature = "postgres")]
+pub use self::postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use self::sqlite::SqliteStore;
 
 pub use self::{
     crash::{CrashMode, CrashingStore},
