@@ -64,6 +64,11 @@ impl<S: SagaStore + ?Sized> CrashingStore<S> {
         self.crashed.load(Ordering::SeqCst)
     }
 
+    /// Durable writes attempted so far (including the one that crashed).
+    pub fn durable_writes(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
+    }
+
     /// The wrapped store.
     pub fn inner(&self) -> &Arc<S> {
         &self.inner
@@ -88,10 +93,11 @@ impl<S: SagaStore + ?Sized> CrashingStore<S> {
         if !self.count()? {
             return op.await;
         }
+        // Dead from here on: no later call gets through, even while this write is in flight.
+        self.crashed.store(true, Ordering::SeqCst);
         if self.mode == CrashMode::AfterCommit {
             let _ = op.await;
         }
-        self.crashed.store(true, Ordering::SeqCst);
         Err(Error::backend("crash", Crashed(self.crash_at)))
     }
 }
