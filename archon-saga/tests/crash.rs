@@ -2,7 +2,12 @@
 //! commit), restarts on the same store, and must end every saga in the right state with each
 //! effect applied at most once per idempotency key and each compensation exactly once for the
 //! steps that ran. Runs on memory, SQLite (a reopened file) and PostgreSQL.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
 
 mod common;
 
