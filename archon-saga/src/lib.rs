@@ -1,11 +1,26 @@
-//! # archon-saga
-//!
-//! **Status: planned.** This crate will hold a durable saga orchestrator:
-//!
-//! - a typed definition builder: compensatable steps, one pivot, retriable steps;
-//! - an engine with per-step retries, timeouts and durable timers, compensating in reverse order;
-//! - stores behind one trait: in-memory, SQLite (the embedded default) and PostgreSQL (several
-//!   orchestrator instances sharing work through leases with fencing tokens);
-//! - crash recovery, parked sagas and an operator API, versioned definitions.
-//!
-//! Nothing is exported yet.
+#![doc = include_str!("../README.md")]
+
+mod definition;
+mod engine;
+mod error;
+mod store;
+
+#[cfg(feature = "postgres")]
+pub use self::store::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use self::store::SqliteStore;
+pub use self::{
+    definition::{
+        AfterPivot, BeforePivot, Compensatable, ErrorKind, Pivot, Retriable, RetryPolicy, Saga,
+        SagaBuilder, SagaData, Step, StepContext, StepError, StepKind, StepResult, idempotency_key,
+    },
+    engine::{Engine, EngineBuilder, SagaInspection},
+    error::{Error, Result},
+    store::{
+        CrashMode, CrashingStore, HistoryEvent, ListQuery, MemoryStore, SagaRecord, SagaStatus,
+        SagaStore, Transition,
+    },
+};
+
+/// A saga instance id.
+pub type SagaId = uuid::Uuid;

@@ -1,0 +1,385 @@
+//! Drives one saga: runs its steps and compensations, one durable write per transition.
+
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
+
+use futures::FutureExt as _;
+use tokio::sync::Notify;
+use tracing::Instrument as _;
+
+use super::{Inner, clock::ms, driver_done};
+use crate::{
+    Error, HistoryEvent, SagaRecord, SagaStatus, StepContext, StepError, StepKind, Transition,
+    definition::{ErasedFn, Outcome, SagaDef},
+};
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+pub(super) async fn drive(inner: Arc<Inner>, mut rec: SagaRecord, cancel: Arc<Notify>) {
+    if let Some(def) = inner.defs.get(&rec.definition_key()).cloned() {
+        while let Flow::Continue = advance(&inner, &def, &mut rec, &cancel).await {}
+    } else {
+        tracing::error!(saga.id = %rec.id, definition = %rec.definition_key(), "unknown definition");
+    }
+    driver_done(&inner, rec.id);
+}
+
+/// What a transition decides, before it is written.
+struct Next {
+    event: HistoryEvent,
+    /// Keep the lease for a short in-process wait of this long (None = no wait).
+    release: bool,
+}
+
+async fn advance(inner: &Arc<Inner>, def: &SagaDef, rec: &mut SagaRecord, cancel: &Notify) -> Flow {
+    if !rec.status.is_active() {
+        return Flow::Stop;
+    }
+    // Durable timer: sleep until the wake-up time (we only hold the lease for short waits).
+    if let Some(wake) = rec.wake_at
+        && wake > inner.clock.now_ms()
+    {
+        let until = inner.clock.instant_at(wake);
+        let renew_every = inner.lease / 3;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => break,
+                () = cancel.notified() => { rec.cancel_requested = true; break; }
+                () = tokio::time::sleep(renew_every) => {
+                    let now = inner.clock.now_ms();
+                    if inner.store.renew(rec.id, rec.fence, inner.lease_until(now)).await.is_err() {
+                        return Flow::Stop;
+                    }
+                }
+            }
+        }
+        rec.wake_at = None;
+    }
+    let now = inner.clock.now_ms();
+    let n = def.steps.len();
+    let step = usize::try_from(rec.step).unwrap_or(usize::MAX);
+    let next = if rec.compensating {
+        if step == 0 || step > n {
+            return Flow::Stop;
+        }
+        compensate_one(inner, def, rec, step - 1, cancel).await
+    } else {
+        if step >= n {
+            return Flow::Stop;
+        }
+        let deadline_passed = rec.deadline.is_some_and(|d| now >= d);
+        if (rec.cancel_requested || deadline_passed) && def.can_compensate_at(step) {
+            let why = if rec.cancel_requested {
+                "cancelled"
+            } else {
+                "deadline exceeded"
+            };
+            Some(begin_compensation(rec, step, now, why))
+        } else {
+            forward_one(inner, def, rec, step, cancel).await
+        }
+    };
+    let Some(next) = next else {
+        return Flow::Stop;
+    };
+    commit(inner, def, rec, next).await
+}
+
+async fn commit(inner: &Inner, def: &SagaDef, rec: &mut SagaRecord, next: Next) -> Flow {
+    let now = inner.clock.now_ms();
+    rec.updated_at = now;
+    let release = next.release || !rec.status.is_active();
+    if release {
+        rec.owner = None;
+        rec.lease_until = 0;
+    } else {
+        let wait = rec.wake_at.map_or(0, |w| (w - now).max(0));
+        rec.lease_until = inner.lease_until(now) + wait;
+    }
+    let t = Transition {
+        expected_fence: rec.fence,
+        record: rec.clone(),
+        event: next.event,
+    };
+    match inner.store.write(&t).await {
+        Ok(cancel) => {
+            rec.cancel_requested |= cancel;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "saga write failed; leaving the saga to recovery");
+            return Flow::Stop;
+        }
+    }
+    let _ = inner.events.send((rec.id, rec.status));
+    let saga = def.name.clone();
+    match rec.status {
+        SagaStatus::Completed => {
+            metrics::counter!("archon_saga_completed_total", "saga" => saga).increment(1);
+        }
+        SagaStatus::Compensated => {
+            metrics::counter!("archon_saga_compensated_total", "saga" => saga).increment(1);
+        }
+        SagaStatus::Parked => {
+            metrics::counter!("archon_saga_parked_total", "saga" => saga).increment(1);
+            tracing::warn!(error = ?rec.error, "saga parked");
+        }
+        _ => {}
+    }
+    if release || !rec.status.is_active() {
+        Flow::Stop
+    } else {
+        Flow::Continue
+    }
+}
+
+fn begin_compensation(rec: &mut SagaRecord, failed_step: usize, now: i64, why: &str) -> Next {
+    rec.compensating = true;
+    rec.step = u32::try_from(failed_step).unwrap_or(u32::MAX);
+    rec.attempt = 0;
+    rec.wake_at = None;
+    rec.error = Some(why.to_owned());
+    rec.status = if failed_step == 0 {
+        SagaStatus::Compensated
+    } else {
+        SagaStatus::Compensating
+    };
+    let event = if failed_step == 0 {
+        "compensated"
+    } else {
+        "compensating"
+    };
+    Next {
+        event: HistoryEvent::new(now, event).error(why),
+        release: false,
+    }
+}
+
+fn park(rec: &mut SagaRecord, step: &str, attempt: u32, now: i64, why: String) -> Next {
+    rec.status = SagaStatus::Parked;
+    rec.wake_at = None;
+    rec.error = Some(why.clone());
+    Next {
+        event: HistoryEvent::new(now, "parked")
+            .step(step, attempt)
+            .error(why),
+        release: true,
+    }
+}
+
+fn schedule_retry(
+    inner: &Inner,
+    rec: &mut SagaRecord,
+    step: &str,
+    delay: Duration,
+    now: i64,
+    err: &StepError,
+) -> Next {
+    rec.wake_at = Some(now + ms(delay));
+    rec.error = Some(err.to_string());
+    metrics::counter!("archon_saga_step_retries_total", "saga" => rec.name.clone(), "step" => step.to_owned())
+        .increment(1);
+    Next {
+        event: HistoryEvent::new(now, "retry_scheduled")
+            .step(step, rec.attempt)
+            .error(err.to_string()),
+        // Long waits give the saga back to the store; the poller claims it when it is due.
+        release: delay > inner.lease / 2,
+    }
+}
+
+/// Run an erased action with timeout, panic capture and lease renewal.
+/// `None` means the lease was lost while it ran (the action was dropped).
+async fn run_action(
+    inner: &Inner,
+    rec: &SagaRecord,
+    action: &ErasedFn,
+    ctx: StepContext,
+    timeout: Option<Duration>,
+) -> Option<Outcome> {
+    let kind = if ctx.is_compensation() {
+        "compensation"
+    } else {
+        "step"
+    };
+    let span =
+        tracing::info_span!("saga.step", step = %ctx.step_name(), attempt = ctx.attempt(), kind);
+    let saga = rec.name.clone();
+    let step_name = ctx.step_name().to_owned();
+    let fut = AssertUnwindSafe(action(ctx, &rec.data)).catch_unwind();
+    let timed = async {
+        match timeout {
+            Some(t) => tokio::time::timeout(t, fut).await.ok(),
+            None => Some(fut.await),
+        }
+    }
+    .instrument(span);
+    let started = tokio::time::Instant::now();
+    tokio::pin!(timed);
+    let renew_every = inner.lease / 3;
+    let result = loop {
+        tokio::select! {
+            r = &mut timed => break r,
+            () = tokio::time::sleep(renew_every) => {
+                let now = inner.clock.now_ms();
+                if let Err(e) = inner.store.renew(rec.id, rec.fence, inner.lease_until(now)).await {
+                    tracing::warn!(error = %e, "lease renewal failed; abandoning the step");
+                    return None;
+                }
+            }
+        }
+    };
+    metrics::histogram!("archon_saga_step_duration_seconds", "saga" => saga, "step" => step_name)
+        .record(started.elapsed().as_secs_f64());
+    Some(match result {
+        None => Outcome::Failed(StepError::transient(format!(
+            "timed out after {:?}",
+            timeout.unwrap_or_default()
+        ))),
+        Some(Err(panic)) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic".to_owned());
+            Outcome::Failed(StepError::business(format!("step panicked: {msg}")))
+        }
+        Some(Ok(outcome)) => outcome,
+    })
+}
+
+fn corrupt(rec: &SagaRecord, e: serde_json::Error) -> String {
+    Error::CorruptData {
+        id: rec.id,
+        source: e,
+    }
+    .to_string()
+}
+
+async fn forward_one(
+    inner: &Inner,
+    def: &SagaDef,
+    rec: &mut SagaRecord,
+    i: usize,
+    _cancel: &Notify,
+) -> Option<Next> {
+    let step = def.steps.get(i)?;
+    let attempt = rec.attempt + 1;
+    let ctx = StepContext::new(rec.id, &def.name, &step.name, i, attempt, false);
+    let outcome = run_action(inner, rec, &step.action, ctx, step.timeout).await?;
+    let now = inner.clock.now_ms();
+    Some(match outcome {
+        Outcome::Done(data) => {
+            rec.data = data;
+            rec.step += 1;
+            rec.attempt = 0;
+            rec.wake_at = None;
+            rec.error = None;
+            if i + 1 == def.steps.len() {
+                rec.status = SagaStatus::Completed;
+                Next {
+                    event: HistoryEvent::new(now, "completed").step(&step.name, attempt),
+                    release: true,
+                }
+            } else {
+                Next {
+                    event: HistoryEvent::new(now, "step_completed").step(&step.name, attempt),
+                    release: false,
+                }
+            }
+        }
+        Outcome::Corrupt(e) => {
+            let why = corrupt(rec, e);
+            park(rec, &step.name, attempt, now, why)
+        }
+        Outcome::Failed(err) => {
+            rec.attempt = attempt;
+            let can_compensate = step.kind != StepKind::Retriable;
+            match err.kind() {
+                crate::ErrorKind::Transient if step.retry.allows_another(attempt) => {
+                    schedule_retry(inner, rec, &step.name, step.retry.delay(attempt), now, &err)
+                }
+                crate::ErrorKind::Fatal => park(rec, &step.name, attempt, now, err.to_string()),
+                _ if can_compensate => {
+                    let why = format!("step {} failed: {err}", step.name);
+                    let mut next = begin_compensation(rec, i, now, &why);
+                    next.event = next.event.step(&step.name, attempt);
+                    next
+                }
+                _ => park(
+                    rec,
+                    &step.name,
+                    attempt,
+                    now,
+                    format!("retriable step {} gave up: {err}", step.name),
+                ),
+            }
+        }
+    })
+}
+
+async fn compensate_one(
+    inner: &Inner,
+    def: &SagaDef,
+    rec: &mut SagaRecord,
+    j: usize,
+    _cancel: &Notify,
+) -> Option<Next> {
+    let step = def.steps.get(j)?;
+    let now = inner.clock.now_ms();
+    let Some(comp) = step.compensation.as_ref() else {
+        return Some(park(
+            rec,
+            &step.name,
+            0,
+            now,
+            format!("step {} has no compensation", step.name),
+        ));
+    };
+    let attempt = rec.attempt + 1;
+    let ctx = StepContext::new(rec.id, &def.name, &step.name, j, attempt, true);
+    let outcome = run_action(inner, rec, comp, ctx, step.timeout).await?;
+    let now = inner.clock.now_ms();
+    Some(match outcome {
+        Outcome::Done(data) => {
+            rec.data = data;
+            rec.step -= 1;
+            rec.attempt = 0;
+            rec.wake_at = None;
+            if j == 0 {
+                rec.status = SagaStatus::Compensated;
+                Next {
+                    event: HistoryEvent::new(now, "compensated").step(&step.name, attempt),
+                    release: true,
+                }
+            } else {
+                Next {
+                    event: HistoryEvent::new(now, "step_compensated").step(&step.name, attempt),
+                    release: false,
+                }
+            }
+        }
+        Outcome::Corrupt(e) => {
+            let why = corrupt(rec, e);
+            park(rec, &step.name, attempt, now, why)
+        }
+        Outcome::Failed(err) => {
+            rec.attempt = attempt;
+            if err.kind() != crate::ErrorKind::Fatal
+                && step.compensation_retry.allows_another(attempt)
+            {
+                let delay = step.compensation_retry.delay(attempt);
+                schedule_retry(inner, rec, &step.name, delay, now, &err)
+            } else {
+                park(
+                    rec,
+                    &step.name,
+                    attempt,
+                    now,
+                    format!("compensation of {} failed: {err}", step.name),
+                )
+            }
+        }
+    })
+}

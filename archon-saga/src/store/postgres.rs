@@ -1,0 +1,525 @@
+//! The PostgreSQL store: several orchestrator instances share the tables through leases with
+//! fencing tokens; work is claimed with `FOR UPDATE SKIP LOCKED`; concurrent writes are
+//! committed together (group commit).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::future::try_join_all;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::{Client, NoTls, Row};
+
+use super::{HistoryEvent, ListQuery, SagaRecord, SagaStatus, SagaStore, Transition};
+use crate::{Error, Result, SagaId};
+
+const BACKEND: &str = "postgres";
+const MAX_BATCH: usize = 512;
+
+fn db(e: tokio_postgres::Error) -> Error {
+    Error::backend(BACKEND, e)
+}
+
+enum Cmd {
+    Create(Box<SagaRecord>, String, oneshot::Sender<Result<()>>),
+    Write(Box<Transition>, String, oneshot::Sender<Result<bool>>),
+}
+
+struct Sql {
+    create: String,
+    write: String,
+    claim: String,
+    select: String,
+}
+
+/// A [`SagaStore`] on PostgreSQL, for one or several orchestrator instances.
+///
+/// - Every saga is owned through a lease with a fencing token; each write checks the token,
+///   so an instance that lost its lease can never overwrite the new owner's progress.
+/// - [`claim`](SagaStore::claim) uses `FOR UPDATE SKIP LOCKED`: concurrent instances never
+///   claim the same saga, and a crashed instance's sagas are taken over once its leases expire.
+///   Instances find work by polling (no `LISTEN/NOTIFY` yet).
+/// - Writes from concurrent sagas are queued to a writer task that commits them in one
+///   transaction (group commit), each with its own fencing check and result.
+///
+/// Tables live in their own schema (created if missing), so tests and tenants can be isolated.
+///
+/// ```no_run
+/// # async fn f() -> archon_saga::Result<()> {
+/// let store = archon_saga::PostgresStore::connect(
+///     "host=127.0.0.1 user=postgres dbname=test",
+///     "sagas",
+/// )
+/// .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    client: Arc<Client>,
+    writes: mpsc::UnboundedSender<Cmd>,
+    schema: String,
+    sql: Arc<Sql>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+const COLUMNS: &str = "id, name, version, status, compensating, step, attempt, data, wake_at, \
+    deadline, cancel_requested, error, owner, fence, lease_until, created_at, updated_at";
+
+async fn connect_client(config: &str) -> Result<Client> {
+    let (client, conn) = tokio_postgres::connect(config, NoTls).await.map_err(db)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::warn!(error = %e, "postgres connection ended");
+        }
+    });
+    Ok(client)
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn u32_of(v: i64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+fn from_row(row: &Row) -> Result<SagaRecord> {
+    let status: String = row.try_get("status").map_err(db)?;
+    Ok(SagaRecord {
+        id: row.try_get("id").map_err(db)?,
+        name: row.try_get("name").map_err(db)?,
+        version: u32_of(row.try_get("version").map_err(db)?),
+        status: status
+            .parse::<SagaStatus>()
+            .map_err(|e| Error::backend(BACKEND, e))?,
+        compensating: row.try_get("compensating").map_err(db)?,
+        step: u32_of(row.try_get("step").map_err(db)?),
+        attempt: u32_of(row.try_get("attempt").map_err(db)?),
+        data: row.try_get("data").map_err(db)?,
+        wake_at: row.try_get("wake_at").map_err(db)?,
+        deadline: row.try_get("deadline").map_err(db)?,
+        cancel_requested: row.try_get("cancel_requested").map_err(db)?,
+        error: row.try_get("error").map_err(db)?,
+        owner: row.try_get("owner").map_err(db)?,
+        fence: row.try_get("fence").map_err(db)?,
+        lease_until: row.try_get("lease_until").map_err(db)?,
+        created_at: row.try_get("created_at").map_err(db)?,
+        updated_at: row.try_get("updated_at").map_err(db)?,
+    })
+}
+
+impl PostgresStore {
+    /// Connect (libpq-style `config`, e.g. `host=127.0.0.1 user=postgres dbname=test`) and
+    /// create the schema and tables if missing.
+    pub async fn connect(config: &str, schema: &str) -> Result<Self> {
+        let client = connect_client(config).await?;
+        let writer = connect_client(config).await?;
+        let s = quote_ident(schema);
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {s};
+                 CREATE TABLE IF NOT EXISTS {s}.sagas (
+                    id UUID PRIMARY KEY,
+                    name TEXT NOT NULL,
+                    version BIGINT NOT NULL,
+                    def_key TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    compensating BOOLEAN NOT NULL,
+                    step BIGINT NOT NULL,
+                    attempt BIGINT NOT NULL,
+                    data TEXT NOT NULL,
+                    wake_at BIGINT,
+                    deadline BIGINT,
+                    cancel_requested BOOLEAN NOT NULL,
+                    error TEXT,
+                    owner TEXT,
+                    fence BIGINT NOT NULL,
+                    lease_until BIGINT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    updated_at BIGINT NOT NULL);
+                 CREATE INDEX IF NOT EXISTS sagas_status_wake ON {s}.sagas(status, wake_at);
+                 CREATE INDEX IF NOT EXISTS sagas_status_updated ON {s}.sagas(status, updated_at);
+                 CREATE TABLE IF NOT EXISTS {s}.saga_history (
+                    seq BIGSERIAL PRIMARY KEY,
+                    saga_id UUID NOT NULL,
+                    body TEXT NOT NULL);
+                 CREATE INDEX IF NOT EXISTS saga_history_saga ON {s}.saga_history(saga_id, seq);"
+            ))
+            .await
+            .map_err(db)?;
+        let sql = Arc::new(Sql {
+            create: format!(
+                "WITH ins AS (INSERT INTO {s}.sagas ({COLUMNS}, def_key) VALUES \
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+                 ON CONFLICT (id) DO NOTHING RETURNING id) \
+                 INSERT INTO {s}.saga_history (saga_id, body) SELECT id, $19 FROM ins"
+            ),
+            write: format!(
+                "WITH upd AS (UPDATE {s}.sagas SET status = $3, compensating = $4, step = $5, \
+                 attempt = $6, data = $7, wake_at = $8, deadline = $9, \
+                 cancel_requested = (cancel_requested OR $10), error = $11, owner = $12, \
+                 fence = $13, lease_until = $14, updated_at = $15 \
+                 WHERE id = $1 AND fence = $2 RETURNING id, cancel_requested), \
+                 h AS (INSERT INTO {s}.saga_history (saga_id, body) SELECT id, $16 FROM upd) \
+                 SELECT cancel_requested FROM upd"
+            ),
+            claim: format!(
+                "UPDATE {s}.sagas SET owner = $1, fence = fence + 1, lease_until = $3 \
+                 WHERE id IN (SELECT id FROM {s}.sagas \
+                    WHERE status IN ('running', 'compensating') \
+                    AND (wake_at IS NULL OR wake_at <= $2) \
+                    AND (owner IS NULL OR lease_until < $2) \
+                    AND def_key = ANY($4) \
+                    ORDER BY wake_at NULLS FIRST, updated_at LIMIT $5 \
+                    FOR UPDATE SKIP LOCKED) \
+                 RETURNING {COLUMNS}"
+            ),
+            select: format!("SELECT {COLUMNS} FROM {s}.sagas"),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer_loop(writer, rx, Arc::clone(&sql)));
+        Ok(Self {
+            client: Arc::new(client),
+            writes: tx,
+            schema: schema.to_owned(),
+            sql,
+        })
+    }
+
+    /// Drop the schema and everything in it (for tests and teardown).
+    pub async fn drop_schema(&self) -> Result<()> {
+        self.client
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                quote_ident(&self.schema)
+            ))
+            .await
+            .map_err(db)
+    }
+
+    /// Overwrite a saga's stored data without any checks (test hook for corrupt data).
+    #[doc(hidden)]
+    pub async fn corrupt_data(&self, id: SagaId, data: &str) -> Result<()> {
+        self.client
+            .execute(
+                &format!(
+                    "UPDATE {}.sagas SET data = $2 WHERE id = $1",
+                    quote_ident(&self.schema)
+                ),
+                &[&id, &data],
+            )
+            .await
+            .map_err(db)
+            .map(|_| ())
+    }
+
+    fn t(&self, table: &str) -> String {
+        format!("{}.{table}", quote_ident(&self.schema))
+    }
+}
+
+fn closed() -> Error {
+    Error::backend(BACKEND, "writer task stopped")
+}
+
+async fn writer_loop(mut client: Client, mut rx: mpsc::UnboundedReceiver<Cmd>, sql: Arc<Sql>) {
+    let Ok(create) = client.prepare(&sql.create).await else {
+        return;
+    };
+    let Ok(write) = client.prepare(&sql.write).await else {
+        return;
+    };
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let outcome = commit_batch(&mut client, &create, &write, &batch).await;
+        for (cmd, res) in batch.drain(..).zip(outcome) {
+            match (cmd, res) {
+                (Cmd::Create(r, _, reply), Ok(n)) => {
+                    let _ = reply.send(if n.is_some() {
+                        Ok(())
+                    } else {
+                        Err(Error::AlreadyExists(r.id))
+                    });
+                }
+                (Cmd::Write(t, _, reply), Ok(c)) => {
+                    let _ = reply.send(c.ok_or(Error::LeaseLost(t.record.id)));
+                }
+                (Cmd::Create(_, _, reply), Err(e)) => {
+                    let _ = reply.send(Err(Error::backend(BACKEND, e)));
+                }
+                (Cmd::Write(_, _, reply), Err(e)) => {
+                    let _ = reply.send(Err(Error::backend(BACKEND, e)));
+                }
+            }
+        }
+    }
+}
+
+/// One transaction for the whole batch, statements pipelined. Per command: `Some(cancel flag)`
+/// if it applied, `None` if it did not (create: id taken; write: fence moved on).
+async fn commit_batch(
+    client: &mut Client,
+    create: &tokio_postgres::Statement,
+    write: &tokio_postgres::Statement,
+    batch: &[Cmd],
+) -> Vec<Result<Option<bool>, String>> {
+    let run = async {
+        let tx = client.transaction().await?;
+        let results = try_join_all(batch.iter().map(|cmd| {
+            let tx = &tx;
+            async move {
+                match cmd {
+                    Cmd::Create(r, body, _) => {
+                        let version = i64::from(r.version);
+                        let step = i64::from(r.step);
+                        let attempt = i64::from(r.attempt);
+                        let status = r.status.as_str();
+                        let key = r.definition_key();
+                        let n = tx
+                            .execute(
+                                create,
+                                &[
+                                    &r.id,
+                                    &r.name,
+                                    &version,
+                                    &status,
+                                    &r.compensating,
+                                    &step,
+                                    &attempt,
+                                    &r.data,
+                                    &r.wake_at,
+                                    &r.deadline,
+                                    &r.cancel_requested,
+                                    &r.error,
+                                    &r.owner,
+                                    &r.fence,
+                                    &r.lease_until,
+                                    &r.created_at,
+                                    &r.updated_at,
+                                    &key,
+                                    body,
+                                ],
+                            )
+                            .await?;
+                        Ok::<_, tokio_postgres::Error>((n > 0).then_some(false))
+                    }
+                    Cmd::Write(t, body, _) => {
+                        let r = &t.record;
+                        let step = i64::from(r.step);
+                        let attempt = i64::from(r.attempt);
+                        let status = r.status.as_str();
+                        let row = tx
+                            .query_opt(
+                                write,
+                                &[
+                                    &r.id,
+                                    &t.expected_fence,
+                                    &status,
+                                    &r.compensating,
+                                    &step,
+                                    &attempt,
+                                    &r.data,
+                                    &r.wake_at,
+                                    &r.deadline,
+                                    &r.cancel_requested,
+                                    &r.error,
+                                    &r.owner,
+                                    &r.fence,
+                                    &r.lease_until,
+                                    &r.updated_at,
+                                    body,
+                                ],
+                            )
+                            .await?;
+                        row.map(|row| row.try_get::<_, bool>(0)).transpose()
+                    }
+                }
+            }
+        }))
+        .await?;
+        tx.commit().await?;
+        Ok::<_, tokio_postgres::Error>(results)
+    };
+    match run.await {
+        Ok(results) => results.into_iter().map(Ok).collect(),
+        Err(e) => {
+            let msg = e.to_string();
+            batch.iter().map(|_| Err(msg.clone())).collect()
+        }
+    }
+}
+
+fn body_of(e: &HistoryEvent) -> Result<String> {
+    serde_json::to_string(e).map_err(Error::Encode)
+}
+
+#[async_trait]
+impl SagaStore for PostgresStore {
+    async fn create(&self, record: &SagaRecord, event: &HistoryEvent) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.writes
+            .send(Cmd::Create(
+                Box::new(record.clone()),
+                body_of(event)?,
+                reply,
+            ))
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    async fn write(&self, transition: &Transition) -> Result<bool> {
+        let (reply, rx) = oneshot::channel();
+        self.writes
+            .send(Cmd::Write(
+                Box::new(transition.clone()),
+                body_of(&transition.event)?,
+                reply,
+            ))
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    async fn renew(&self, id: SagaId, fence: i64, lease_until: i64) -> Result<()> {
+        let n = self
+            .client
+            .execute(
+                &format!(
+                    "UPDATE {} SET lease_until = $3 WHERE id = $1 AND fence = $2",
+                    self.t("sagas")
+                ),
+                &[&id, &fence, &lease_until],
+            )
+            .await
+            .map_err(db)?;
+        if n == 0 {
+            Err(Error::LeaseLost(id))
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+        definitions: &[String],
+    ) -> Result<Vec<SagaRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .client
+            .query(
+                &self.sql.claim,
+                &[&owner, &now, &lease_until, &definitions, &limit],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter().map(from_row).collect()
+    }
+
+    async fn release_owner(&self, owner: &str) -> Result<u64> {
+        self.client
+            .execute(
+                &format!(
+                    "UPDATE {} SET owner = NULL WHERE owner = $1",
+                    self.t("sagas")
+                ),
+                &[&owner],
+            )
+            .await
+            .map_err(db)
+    }
+
+    async fn request_cancel(&self, id: SagaId) -> Result<()> {
+        let n = self
+            .client
+            .execute(
+                &format!(
+                    "UPDATE {} SET cancel_requested = TRUE WHERE id = $1",
+                    self.t("sagas")
+                ),
+                &[&id],
+            )
+            .await
+            .map_err(db)?;
+        if n == 0 {
+            Err(Error::NotFound(id))
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn load(&self, id: SagaId) -> Result<Option<SagaRecord>> {
+        let row = self
+            .client
+            .query_opt(&format!("{} WHERE id = $1", self.sql.select), &[&id])
+            .await
+            .map_err(db)?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    async fn history(&self, id: SagaId) -> Result<Vec<HistoryEvent>> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT body FROM {} WHERE saga_id = $1 ORDER BY seq",
+                    self.t("saga_history")
+                ),
+                &[&id],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let body: String = r.try_get(0).map_err(db)?;
+                serde_json::from_str(&body).map_err(|e| Error::backend(BACKEND, e))
+            })
+            .collect()
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<SagaRecord>> {
+        let status = query.status.map(SagaStatus::as_str);
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "{} WHERE ($1::TEXT IS NULL OR status = $1) \
+                     AND ($2::BIGINT IS NULL OR updated_at < $2) \
+                     AND ($3::TEXT IS NULL OR name = $3) \
+                     ORDER BY updated_at, id LIMIT $4",
+                    self.sql.select
+                ),
+                &[&status, &query.updated_before, &query.name, &limit],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter().map(from_row).collect()
+    }
+
+    async fn unfinished_definitions(&self) -> Result<Vec<String>> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT DISTINCT def_key FROM {} \
+                     WHERE status NOT IN ('completed', 'compensated') ORDER BY def_key",
+                    self.t("sagas")
+                ),
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| r.try_get::<_, String>(0).map_err(db))
+            .collect()
+    }
+}

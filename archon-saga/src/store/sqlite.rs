@@ -1,0 +1,514 @@
+//! The embedded SQLite store: one file, WAL, `synchronous=FULL`, one writer thread that
+//! commits concurrent sagas' writes together (group commit).
+
+use std::{path::Path, sync::mpsc, thread};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use tokio::sync::oneshot;
+
+use super::{HistoryEvent, ListQuery, SagaRecord, SagaStatus, SagaStore, Transition};
+use crate::{Error, Result, SagaId};
+
+const BACKEND: &str = "sqlite";
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+enum Cmd {
+    Create(Box<SagaRecord>, HistoryEvent, oneshot::Sender<Result<()>>),
+    Write(Box<Transition>, oneshot::Sender<Result<bool>>),
+    Job(Job),
+}
+
+/// The embedded default [`SagaStore`]: a single SQLite file in WAL mode with
+/// `synchronous=FULL`, so a returned write survives power loss.
+///
+/// All statements run on one dedicated thread. Writes that arrive while a commit is in flight
+/// are committed together in the next transaction (group commit), each with its own fencing
+/// check and result, so many concurrent sagas share one fsync.
+///
+/// SQLite is for one orchestrator process (a single writer): use
+/// [`PostgresStore`](crate::PostgresStore) to run several instances.
+///
+/// ```no_run
+/// # fn main() -> archon_saga::Result<()> {
+/// let store = archon_saga::SqliteStore::open("sagas.db")?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    tx: mpsc::Sender<Cmd>,
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cmd")
+    }
+}
+
+fn db(e: rusqlite::Error) -> Error {
+    Error::backend(BACKEND, e)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sagas (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    def_key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    compensating INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    wake_at INTEGER,
+    deadline INTEGER,
+    cancel_requested INTEGER NOT NULL,
+    error TEXT,
+    owner TEXT,
+    fence INTEGER NOT NULL,
+    lease_until INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sagas_status_wake ON sagas(status, wake_at);
+CREATE INDEX IF NOT EXISTS sagas_status_updated ON sagas(status, updated_at);
+CREATE TABLE IF NOT EXISTS saga_history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    saga_id TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS saga_history_saga ON saga_history(saga_id, seq);
+";
+
+const COLUMNS: &str = "id, name, version, status, compensating, step, attempt, data, wake_at, \
+    deadline, cancel_requested, error, owner, fence, lease_until, created_at, updated_at";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<SagaRecord> {
+    let id: String = row.get(0)?;
+    let status: String = row.get(3)?;
+    let conv = |i: usize, e: String| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+    };
+    Ok(SagaRecord {
+        id: id
+            .parse()
+            .map_err(|e: uuid::Error| conv(0, e.to_string()))?,
+        name: row.get(1)?,
+        version: row.get(2)?,
+        status: status.parse::<SagaStatus>().map_err(|e| conv(3, e))?,
+        compensating: row.get(4)?,
+        step: row.get(5)?,
+        attempt: row.get(6)?,
+        data: row.get(7)?,
+        wake_at: row.get(8)?,
+        deadline: row.get(9)?,
+        cancel_requested: row.get(10)?,
+        error: row.get(11)?,
+        owner: row.get(12)?,
+        fence: row.get(13)?,
+        lease_until: row.get(14)?,
+        created_at: row.get(15)?,
+        updated_at: row.get(16)?,
+    })
+}
+
+fn encode_event(e: &HistoryEvent) -> Result<String> {
+    serde_json::to_string(e).map_err(Error::Encode)
+}
+
+impl SqliteStore {
+    /// Open (or create) the store file and its tables.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let mut conn = Connection::open(path).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        let (tx, rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("archon-saga-sqlite".to_owned())
+            .spawn(move || writer_loop(&mut conn, &rx))
+            .map_err(|e| Error::backend(BACKEND, e))?;
+        Ok(Self { tx })
+    }
+
+    async fn job<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        let job: Job = Box::new(move |c| {
+            let _ = reply.send(f(c));
+        });
+        self.tx.send(Cmd::Job(job)).map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+}
+
+fn closed() -> Error {
+    Error::backend(BACKEND, "store thread stopped")
+}
+
+fn writer_loop(conn: &mut Connection, rx: &mpsc::Receiver<Cmd>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(cmd) = next.take() {
+            match cmd {
+                Cmd::Job(job) => job(conn),
+                w => batch.push(w),
+            }
+            if batch.len() >= MAX_BATCH {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if !batch.is_empty() {
+            commit_batch(conn, batch);
+        }
+    }
+}
+
+enum Done {
+    Create(oneshot::Sender<Result<()>>, Result<()>),
+    Write(oneshot::Sender<Result<bool>>, Result<bool>),
+}
+
+fn commit_batch(conn: &mut Connection, batch: Vec<Cmd>) {
+    let tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            fail_all(batch, &e.to_string());
+            return;
+        }
+    };
+    let mut done = Vec::with_capacity(batch.len());
+    let mut fatal = None;
+    for cmd in batch {
+        match cmd {
+            Cmd::Create(rec, ev, reply) => match apply_create(&tx, &rec, &ev) {
+                Ok(r) => done.push(Done::Create(reply, r)),
+                Err(e) => {
+                    fatal = Some(e.to_string());
+                    done.push(Done::Create(reply, Err(closed())));
+                }
+            },
+            Cmd::Write(t, reply) => match apply_write(&tx, &t) {
+                Ok(r) => done.push(Done::Write(reply, r)),
+                Err(e) => {
+                    fatal = Some(e.to_string());
+                    done.push(Done::Write(reply, Err(closed())));
+                }
+            },
+            Cmd::Job(_) => {}
+        }
+        if fatal.is_some() {
+            break;
+        }
+    }
+    let outcome = match fatal {
+        Some(e) => Err(e),
+        None => tx.commit().map_err(|e| e.to_string()),
+    };
+    for d in done {
+        match (d, &outcome) {
+            (Done::Create(reply, r), Ok(())) => {
+                let _ = reply.send(r);
+            }
+            (Done::Write(reply, r), Ok(())) => {
+                let _ = reply.send(r);
+            }
+            (Done::Create(reply, _), Err(e)) => {
+                let _ = reply.send(Err(Error::backend(BACKEND, e.clone())));
+            }
+            (Done::Write(reply, _), Err(e)) => {
+                let _ = reply.send(Err(Error::backend(BACKEND, e.clone())));
+            }
+        }
+    }
+}
+
+fn fail_all(batch: Vec<Cmd>, e: &str) {
+    for cmd in batch {
+        match cmd {
+            Cmd::Create(_, _, reply) => {
+                let _ = reply.send(Err(Error::backend(BACKEND, e.to_owned())));
+            }
+            Cmd::Write(_, reply) => {
+                let _ = reply.send(Err(Error::backend(BACKEND, e.to_owned())));
+            }
+            Cmd::Job(_) => {}
+        }
+    }
+}
+
+fn apply_create(
+    tx: &rusqlite::Transaction<'_>,
+    r: &SagaRecord,
+    ev: &HistoryEvent,
+) -> rusqlite::Result<Result<()>> {
+    let body = match encode_event(ev) {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(e)),
+    };
+    let n = tx.execute(
+        &format!(
+            "INSERT OR IGNORE INTO sagas ({COLUMNS}, def_key) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+        ),
+        params![
+            r.id.to_string(),
+            r.name,
+            r.version,
+            r.status.as_str(),
+            r.compensating,
+            r.step,
+            r.attempt,
+            r.data,
+            r.wake_at,
+            r.deadline,
+            r.cancel_requested,
+            r.error,
+            r.owner,
+            r.fence,
+            r.lease_until,
+            r.created_at,
+            r.updated_at,
+            r.definition_key(),
+        ],
+    )?;
+    if n == 0 {
+        return Ok(Err(Error::AlreadyExists(r.id)));
+    }
+    tx.execute(
+        "INSERT INTO saga_history (saga_id, body) VALUES (?1, ?2)",
+        params![r.id.to_string(), body],
+    )?;
+    Ok(Ok(()))
+}
+
+fn apply_write(tx: &rusqlite::Transaction<'_>, t: &Transition) -> rusqlite::Result<Result<bool>> {
+    let body = match encode_event(&t.event) {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(e)),
+    };
+    let r = &t.record;
+    let id = r.id.to_string();
+    let cancel: Option<bool> = tx
+        .query_row(
+            "UPDATE sagas SET status = ?3, compensating = ?4, step = ?5, attempt = ?6, data = ?7, \
+             wake_at = ?8, deadline = ?9, cancel_requested = (cancel_requested OR ?10), error = ?11, \
+             owner = ?12, fence = ?13, lease_until = ?14, updated_at = ?15 \
+             WHERE id = ?1 AND fence = ?2 RETURNING cancel_requested",
+            params![
+                id,
+                t.expected_fence,
+                r.status.as_str(),
+                r.compensating,
+                r.step,
+                r.attempt,
+                r.data,
+                r.wake_at,
+                r.deadline,
+                r.cancel_requested,
+                r.error,
+                r.owner,
+                r.fence,
+                r.lease_until,
+                r.updated_at,
+            ],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let Some(cancel) = cancel else {
+        return Ok(Err(Error::LeaseLost(r.id)));
+    };
+    tx.execute(
+        "INSERT INTO saga_history (saga_id, body) VALUES (?1, ?2)",
+        params![id, body],
+    )?;
+    Ok(Ok(cancel))
+}
+
+#[async_trait]
+impl SagaStore for SqliteStore {
+    async fn create(&self, record: &SagaRecord, event: &HistoryEvent) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Create(Box::new(record.clone()), event.clone(), reply))
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    async fn write(&self, transition: &Transition) -> Result<bool> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Write(Box::new(transition.clone()), reply))
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    async fn renew(&self, id: SagaId, fence: i64, lease_until: i64) -> Result<()> {
+        self.job(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE sagas SET lease_until = ?3 WHERE id = ?1 AND fence = ?2",
+                    params![id.to_string(), fence, lease_until],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                Err(Error::LeaseLost(id))
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+        definitions: &[String],
+    ) -> Result<Vec<SagaRecord>> {
+        let owner = owner.to_owned();
+        let defs = serde_json::to_string(definitions).map_err(Error::Encode)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.job(move |c| {
+            let tx = c.transaction().map_err(db)?;
+            let rows = {
+                let mut stmt = tx
+                    .prepare(&format!(
+                        "UPDATE sagas SET owner = ?1, fence = fence + 1, lease_until = ?3 \
+                         WHERE id IN (SELECT id FROM sagas \
+                            WHERE status IN ('running', 'compensating') \
+                            AND (wake_at IS NULL OR wake_at <= ?2) \
+                            AND (owner IS NULL OR lease_until < ?2) \
+                            AND def_key IN (SELECT value FROM json_each(?4)) \
+                            ORDER BY wake_at, updated_at LIMIT ?5) \
+                         RETURNING {COLUMNS}"
+                    ))
+                    .map_err(db)?;
+                stmt.query_map(params![owner, now, lease_until, defs, limit], from_row)
+                    .map_err(db)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(db)?
+            };
+            tx.commit().map_err(db)?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn release_owner(&self, owner: &str) -> Result<u64> {
+        let owner = owner.to_owned();
+        self.job(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE sagas SET owner = NULL WHERE owner = ?1",
+                    params![owner],
+                )
+                .map_err(db)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn request_cancel(&self, id: SagaId) -> Result<()> {
+        self.job(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE sagas SET cancel_requested = 1 WHERE id = ?1",
+                    params![id.to_string()],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                Err(Error::NotFound(id))
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn load(&self, id: SagaId) -> Result<Option<SagaRecord>> {
+        self.job(move |c| {
+            c.query_row(
+                &format!("SELECT {COLUMNS} FROM sagas WHERE id = ?1"),
+                params![id.to_string()],
+                from_row,
+            )
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn history(&self, id: SagaId) -> Result<Vec<HistoryEvent>> {
+        self.job(move |c| {
+            let mut stmt = c
+                .prepare("SELECT body FROM saga_history WHERE saga_id = ?1 ORDER BY seq")
+                .map_err(db)?;
+            let bodies = stmt
+                .query_map(params![id.to_string()], |r| r.get::<_, String>(0))
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            bodies
+                .iter()
+                .map(|b| serde_json::from_str(b).map_err(|e| Error::backend(BACKEND, e)))
+                .collect()
+        })
+        .await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<SagaRecord>> {
+        let q = query.clone();
+        self.job(move |c| {
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT {COLUMNS} FROM sagas WHERE (?1 IS NULL OR status = ?1) \
+                     AND (?2 IS NULL OR updated_at < ?2) AND (?3 IS NULL OR name = ?3) \
+                     ORDER BY updated_at, id LIMIT ?4"
+                ))
+                .map_err(db)?;
+            stmt.query_map(
+                params![
+                    q.status.map(SagaStatus::as_str),
+                    q.updated_before,
+                    q.name,
+                    i64::try_from(q.limit).unwrap_or(i64::MAX)
+                ],
+                from_row,
+            )
+            .map_err(db)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn unfinished_definitions(&self) -> Result<Vec<String>> {
+        self.job(|c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT DISTINCT def_key FROM sagas \
+                     WHERE status NOT IN ('completed', 'compensated') ORDER BY def_key",
+                )
+                .map_err(db)?;
+            stmt.query_map([], |r| r.get::<_, String>(0))
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)
+        })
+        .await
+    }
+}
