@@ -13,6 +13,7 @@
 //! | [`otel`] | the OpenTelemetry SDK from `OTEL_*` variables (OTLP gRPC or HTTP), composed with Archon's logs; clean shutdown |
 //! | [`propagation`] | W3C trace context and correlation id through `http::HeaderMap`, tonic metadata and event headers |
 //! | [`messaging`] | messaging counters, durations and `send`/`process` spans for event buses |
+//! | [`policy`] | handle sets for Archon's breakers, bulkheads, retries, sagas and outbox |
 //!
 //! ## Two-line setup
 //! ```no_run
@@ -44,6 +45,7 @@ pub mod messaging;
 pub mod names;
 mod observe;
 pub mod otel;
+pub mod policy;
 mod prometheus;
 pub mod propagation;
 mod server;

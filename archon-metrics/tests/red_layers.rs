@@ -251,3 +251,51 @@ fn invalid_buckets_and_labels_are_config_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn policy_metrics_render_with_their_labels() {
+    use archon_metrics::policy::*;
+    let text = recorded(|| async {
+        let breaker = CircuitBreakerMetrics::new("payments");
+        breaker.transition(BreakerState::Closed, BreakerState::Open);
+        breaker.rejected();
+        let bulkhead = BulkheadMetrics::new("db", 8);
+        bulkhead.acquired();
+        bulkhead.acquired();
+        bulkhead.released();
+        let retry = RetryMetrics::new("orders-api");
+        retry.retried();
+        retry.budget_rejected();
+        let saga = SagaMetrics::new("checkout");
+        saga.step("reserve", SagaOutcome::Completed, 0.01);
+        saga.finished(SagaOutcome::Compensated, 0.3);
+        OutboxMetrics::new("orders").set(4, 1.5);
+    });
+    for line in [
+        r#"archon_circuit_breaker_state{service_name="svc",service_version="1.0.0",archon_policy_name="payments",archon_circuit_breaker_state="open"} 1"#,
+        r#"archon_circuit_breaker_state{service_name="svc",service_version="1.0.0",archon_policy_name="payments",archon_circuit_breaker_state="closed"} 0"#,
+        r#"archon_circuit_breaker_transitions_total{service_name="svc",service_version="1.0.0",archon_policy_name="payments",archon_circuit_breaker_from_state="closed",archon_circuit_breaker_to_state="open"} 1"#,
+        r#"archon_circuit_breaker_rejected_calls_total{service_name="svc",service_version="1.0.0",archon_policy_name="payments"} 1"#,
+        r#"archon_bulkhead_permits_in_use{service_name="svc",service_version="1.0.0",archon_policy_name="db"} 1"#,
+        r#"archon_bulkhead_permits_limit{service_name="svc",service_version="1.0.0",archon_policy_name="db"} 8"#,
+        r#"archon_retry_attempts_total{service_name="svc",service_version="1.0.0",archon_policy_name="orders-api",archon_retry_outcome="retried"} 1"#,
+        r#"archon_retry_budget_rejections_total{service_name="svc",service_version="1.0.0",archon_policy_name="orders-api"} 1"#,
+        r#"archon_saga_executions_total{service_name="svc",service_version="1.0.0",archon_saga_name="checkout",archon_saga_outcome="compensated"} 1"#,
+        r#"archon_saga_step_duration_seconds_count{service_name="svc",service_version="1.0.0",archon_saga_name="checkout",archon_saga_step_name="reserve",archon_saga_outcome="completed"} 1"#,
+        r#"archon_outbox_lag_seconds{service_name="svc",service_version="1.0.0",archon_policy_name="orders"} 1.5"#,
+        r#"archon_outbox_pending_messages{service_name="svc",service_version="1.0.0",archon_policy_name="orders"} 4"#,
+    ] {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = series.split_once('{').unwrap();
+        let labels = labels.trim_end_matches('}');
+        let found = text.lines().any(|l| {
+            l.starts_with(&format!("{name}{{"))
+                && l.ends_with(&format!(" {value}"))
+                && labels
+                    .split(',')
+                    .filter(|kv| !kv.starts_with("service_"))
+                    .all(|kv| l.contains(kv))
+        });
+        assert!(found, "missing {line} in:\n{text}");
+    }
+}
