@@ -26,6 +26,12 @@ fn allocations_per_call(op: impl Fn()) -> f64 {
     region.change().allocations as f64 / N as f64
 }
 
+/// The allocator counts the whole process, and the harness or an exporter thread may allocate
+/// once while we measure: a per-call allocation shows as >= 1.0, background noise as ~0.001.
+fn assert_no_per_call_allocation(per_call: f64) {
+    assert!(per_call < 0.01, "{per_call} allocations per call");
+}
+
 #[test]
 fn static_label_sets_do_not_allocate() {
     let service = archon_core::ServiceInfo::new("svc", "1.0.0");
@@ -33,21 +39,18 @@ fn static_label_sets_do_not_allocate() {
 
     // Handles: what MessagingInstruments keeps, and what Archon crates should keep.
     let bus = MessagingInstruments::new("nats", "orders.created").with_consumer_group("billing");
-    assert_eq!(allocations_per_call(|| bus.record_sent(1)), 0.0);
-    assert_eq!(allocations_per_call(|| bus.record_consumed(1)), 0.0);
+    assert_no_per_call_allocation(allocations_per_call(|| bus.record_sent(1)));
+    assert_no_per_call_allocation(allocations_per_call(|| bus.record_consumed(1)));
     let breaker_rejections = metrics::counter!(
         archon_metrics::names::ARCHON_CIRCUIT_BREAKER_REJECTED_CALLS.name,
         archon_metrics::names::attr::ARCHON_POLICY_NAME => "orders"
     );
-    assert_eq!(
-        allocations_per_call(|| breaker_rejections.increment(1)),
-        0.0
-    );
+    assert_no_per_call_allocation(allocations_per_call(|| breaker_rejections.increment(1)));
     let permits = metrics::gauge!(
         archon_metrics::names::ARCHON_BULKHEAD_PERMITS_IN_USE.name,
         archon_metrics::names::attr::ARCHON_POLICY_NAME => "orders"
     );
-    assert_eq!(allocations_per_call(|| permits.increment(1.0)), 0.0);
+    assert_no_per_call_allocation(allocations_per_call(|| permits.increment(1.0)));
 
     // For the record: the macro path with static labels, looked up on every call.
     let macro_path = allocations_per_call(|| {
