@@ -16,12 +16,19 @@
 //! - `http` (default): the reqwest client with named upstreams.
 //! - `grpc` (default): the tonic channel wrapper.
 
+mod builder;
 pub mod bulkhead;
 pub mod circuit_breaker;
 mod classify;
+mod error;
 pub mod fallback;
+pub mod hedge;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod rate_limit;
 pub mod retry;
 pub mod timeout;
 
+pub use self::builder::{InvalidPolicy, ResilienceLayer, ResiliencePolicy};
 pub use self::classify::{Classifier, DefaultClassifier, ErrorIsFailure, Outcome};
+pub use self::error::{Error, ErrorKind, Result};
