@@ -254,7 +254,7 @@ impl ResilienceLayer {
         S::Future: Send + 'static,
         S::Error: Into<BoxError> + 'static,
         S::Response: Send + 'static,
-        Req: RetryRequest + DeadlineRequest + Send + Sync + 'static,
+        Req: RetryRequest + DeadlineRequest + Send + 'static,
         DefaultClassifier: Classifier<S::Response, BoxError>,
         DefaultRetryClassifier: RetryClassifier<S::Response, BoxError>,
     {

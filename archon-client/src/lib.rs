@@ -22,6 +22,8 @@ pub mod circuit_breaker;
 mod classify;
 mod error;
 pub mod fallback;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod hedge;
 #[cfg(feature = "http")]
 pub mod http;
