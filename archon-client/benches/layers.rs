@@ -2,7 +2,13 @@
 //! with tower's own layers and tower-resilience 0.13, in one run.
 //!
 //! Run with: cargo bench -p archon-client --bench layers -- --warm-up-time 1 --measurement-time 3
-#![allow(missing_docs, dead_code, clippy::unwrap_used, clippy::expect_used, clippy::needless_pass_by_value)]
+#![allow(
+    missing_docs,
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::needless_pass_by_value
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -161,9 +167,7 @@ fn tr_bulkhead() -> impl Service<Req, Response = Resp> + Clone {
         .service(noop_typed())
 }
 
-fn breaker_to_box(
-    e: archon_client::circuit_breaker::CircuitBreakerError<BoxError>,
-) -> BoxError {
+fn breaker_to_box(e: archon_client::circuit_breaker::CircuitBreakerError<BoxError>) -> BoxError {
     e.into()
 }
 
@@ -262,27 +266,37 @@ fn per_layer(c: &mut Criterion) {
     bench_service(c, &rt, "stack/archon", ours_full());
     bench_service(c, &rt, "stack/tower", tower_full());
     bench_service(c, &rt, "stack/tower-resilience", tr_full());
-    let boxed: BoxCloneSyncService<Req, Resp, BoxError> = archon_client::ResiliencePolicy::default()
-        .timeout(Duration::from_secs(10))
-        .retry(RetryConfig::default())
-        .circuit_breaker(breaker_cfg())
-        .bulkhead(BulkheadConfig::default())
-        .build("bench")
-        .unwrap()
-        .wrap(noop());
+    let boxed: BoxCloneSyncService<Req, Resp, BoxError> =
+        archon_client::ResiliencePolicy::default()
+            .timeout(Duration::from_secs(10))
+            .retry(RetryConfig::default())
+            .circuit_breaker(breaker_cfg())
+            .bulkhead(BulkheadConfig::default())
+            .build("bench")
+            .unwrap()
+            .wrap(noop());
     bench_service(c, &rt, "stack/archon-policy-boxed", boxed);
 }
 
 /// The breaker's own cost (acquire + record) by window kind and size: flat in the size.
 fn windows(c: &mut Criterion) {
     for (name, cfg) in [
-        ("window/count-100", CircuitBreakerConfig::default().count_window(100)),
+        (
+            "window/count-100",
+            CircuitBreakerConfig::default().count_window(100),
+        ),
         (
             "window/count-100000",
             CircuitBreakerConfig::default().count_window(100_000),
         ),
-        ("window/time-1s", CircuitBreakerConfig::default().time_window(1)),
-        ("window/time-60s", CircuitBreakerConfig::default().time_window(60)),
+        (
+            "window/time-1s",
+            CircuitBreakerConfig::default().time_window(1),
+        ),
+        (
+            "window/time-60s",
+            CircuitBreakerConfig::default().time_window(60),
+        ),
     ] {
         let handle = CircuitBreakerHandle::new(name, cfg.minimum_calls(u32::MAX)).unwrap();
         // Fill the window first: 100,000 calls in it.
