@@ -258,7 +258,7 @@ mod hedging {
         service_fn(move |_: http::Request<()>| {
             let n = calls.fetch_add(1, Ordering::SeqCst);
             async move {
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     tokio::time::sleep(Duration::from_secs(10)).await;
                     Ok::<_, BoxError>("slow")
                 } else {
