@@ -1,2 +1,350 @@
-//! Benchmarks (filled in later).
-fn main() {}
+//! Per-call cost of each layer and of the full stack over a no-op inner service, side by side
+//! with tower's own layers and tower-resilience 0.13, in one run.
+//!
+//! Run with: cargo bench -p archon-client --bench layers -- --warm-up-time 1 --measurement-time 3
+#![allow(
+    missing_docs,
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::needless_pass_by_value
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use archon_client::Outcome;
+use archon_client::bulkhead::{BulkheadConfig, BulkheadLayer};
+use archon_client::circuit_breaker::{
+    CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer,
+};
+use archon_client::retry::{RetryConfig, RetryPolicy, RetryRequest};
+use archon_client::timeout::DeadlineRequest;
+use archon_core::BoxError;
+use criterion::{Criterion, criterion_group, criterion_main};
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+
+/// The request every stack gets (cloneable so every retry implementation can use it).
+#[derive(Clone, Debug)]
+struct Req(u64);
+
+impl RetryRequest for Req {
+    fn is_idempotent(&self) -> bool {
+        true
+    }
+    fn try_clone(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl DeadlineRequest for Req {
+    fn set_deadline(&mut self, _at: tokio::time::Instant) {}
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        None
+    }
+}
+
+#[derive(Clone, Debug)]
+struct BenchError;
+
+impl std::fmt::Display for BenchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("bench error")
+    }
+}
+
+impl std::error::Error for BenchError {}
+
+type Resp = http::Response<()>;
+
+fn noop() -> impl Service<Req, Response = Resp, Error = BoxError, Future: Send> + Clone + Send + Sync
+{
+    service_fn(|_: Req| std::future::ready(Ok::<_, BoxError>(http::Response::new(()))))
+}
+
+fn noop_typed()
+-> impl Service<Req, Response = Resp, Error = BenchError, Future: Send> + Clone + Send + Sync {
+    service_fn(|_: Req| std::future::ready(Ok::<_, BenchError>(http::Response::new(()))))
+}
+
+/// A minimal attempt-count policy for tower's own `Retry` (tower ships none).
+#[derive(Clone)]
+struct Attempts(usize);
+
+impl<E> tower::retry::Policy<Req, Resp, E> for Attempts {
+    type Future = std::future::Ready<()>;
+    fn retry(&mut self, _: &mut Req, result: &mut Result<Resp, E>) -> Option<Self::Future> {
+        match result {
+            Err(_) if self.0 > 0 => {
+                self.0 -= 1;
+                Some(std::future::ready(()))
+            }
+            _ => None,
+        }
+    }
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+}
+
+/// Drives one call on the current runtime thread.
+async fn call<S: Service<Req>>(svc: &mut S, i: u64) {
+    let _ = svc.ready().await.ok().unwrap().call(Req(i)).await;
+}
+
+fn breaker_cfg() -> CircuitBreakerConfig {
+    CircuitBreakerConfig::default()
+        .count_window(100)
+        .minimum_calls(100)
+}
+
+fn ours_breaker() -> impl Service<Req, Response = Resp> + Clone {
+    ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::new("bench", breaker_cfg()).unwrap())
+        .service(noop())
+}
+
+fn tr_breaker() -> impl Service<Req, Response = Resp> + Clone {
+    ServiceBuilder::new()
+        .layer(
+            tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+                .failure_rate_threshold(0.5)
+                .sliding_window_size(100)
+                .minimum_number_of_calls(100)
+                .build()
+                .unwrap(),
+        )
+        .service(noop_typed())
+}
+
+fn ours_retry() -> impl Service<Req, Response = Resp> + Clone {
+    ServiceBuilder::new()
+        .layer(tower::retry::RetryLayer::new(RetryPolicy::new(
+            &RetryConfig::default(),
+        )))
+        .service(noop())
+}
+
+fn tower_retry() -> impl Service<Req, Response = Resp> + Clone {
+    ServiceBuilder::new()
+        .layer(tower::retry::RetryLayer::new(Attempts(2)))
+        .service(noop())
+}
+
+fn tr_retry() -> impl Service<Req, Response = Resp> + Clone {
+    ServiceBuilder::new()
+        .layer(
+            tower_resilience::retry::RetryLayer::<Req, Resp, BenchError>::builder()
+                .max_attempts(3)
+                .exponential_backoff(Duration::from_millis(100))
+                .build(),
+        )
+        .service(noop_typed())
+}
+
+fn ours_bulkhead() -> impl Service<Req, Response = Resp> + Clone {
+    ServiceBuilder::new()
+        .layer(BulkheadLayer::new("bench", BulkheadConfig::default()))
+        .service(noop())
+}
+
+fn tower_limit() -> impl Service<Req, Response = Resp> + Clone {
+    ServiceBuilder::new()
+        .load_shed()
+        .concurrency_limit(25)
+        .service(noop())
+}
+
+fn tr_bulkhead() -> impl Service<Req, Response = Resp> + Clone {
+    ServiceBuilder::new()
+        .layer(
+            tower_resilience::bulkhead::BulkheadLayer::builder()
+                .max_concurrent_calls(25)
+                .build()
+                .unwrap(),
+        )
+        .service(noop_typed())
+}
+
+fn breaker_to_box(e: archon_client::circuit_breaker::CircuitBreakerError<BoxError>) -> BoxError {
+    e.into()
+}
+
+/// Ours: retry (+ budget) > breaker > bulkhead > per-attempt timeout.
+fn ours_full() -> impl Service<Req, Response = Resp> + Clone {
+    ServiceBuilder::new()
+        .layer(tower::retry::RetryLayer::new(RetryPolicy::new(
+            &RetryConfig::default(),
+        )))
+        .map_err(breaker_to_box)
+        .layer(CircuitBreakerLayer::new("bench", breaker_cfg()).unwrap())
+        .layer(BulkheadLayer::new("bench", BulkheadConfig::default()))
+        .timeout(Duration::from_secs(10))
+        .service(noop())
+}
+
+/// tower's own four layers: Timeout, Retry, LoadShed, ConcurrencyLimit.
+fn tower_full() -> impl Service<Req, Response = Resp> + Clone {
+    ServiceBuilder::new()
+        .layer(tower::retry::RetryLayer::new(Attempts(2)))
+        .load_shed()
+        .concurrency_limit(25)
+        .timeout(Duration::from_secs(10))
+        .service(noop())
+}
+
+/// tower-resilience 0.13: retry > breaker > bulkhead > time limiter.
+fn tr_full() -> impl Service<Req, Response = Resp> + Clone {
+    let svc = ServiceBuilder::new()
+        .layer(
+            tower_resilience::timelimiter::TimeLimiterLayer::builder()
+                .timeout_duration(Duration::from_secs(10))
+                .build(),
+        )
+        .service(noop_typed());
+    let svc = ServiceBuilder::new()
+        .layer(
+            tower_resilience::bulkhead::BulkheadLayer::builder()
+                .max_concurrent_calls(25)
+                .build()
+                .unwrap(),
+        )
+        .service(svc);
+    let svc = ServiceBuilder::new()
+        .layer(
+            tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+                .failure_rate_threshold(0.5)
+                .sliding_window_size(100)
+                .minimum_number_of_calls(100)
+                .build()
+                .unwrap(),
+        )
+        .service(svc);
+    ServiceBuilder::new()
+        .layer(
+            tower_resilience::retry::RetryLayer::<Req, Resp, _>::builder()
+                .max_attempts(3)
+                .exponential_backoff(Duration::from_millis(100))
+                .build(),
+        )
+        .service(svc)
+}
+
+fn bench_service<S>(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, svc: S)
+where
+    S: Service<Req> + Clone,
+{
+    c.bench_function(name, |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let mut svc = svc.clone();
+            async move {
+                let start = Instant::now();
+                for i in 0..iters {
+                    call(&mut svc, i).await;
+                }
+                start.elapsed()
+            }
+        });
+    });
+}
+
+fn per_layer(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    bench_service(c, &rt, "baseline/noop", noop());
+    bench_service(c, &rt, "breaker/archon", ours_breaker());
+    bench_service(c, &rt, "breaker/tower-resilience", tr_breaker());
+    bench_service(c, &rt, "retry/archon", ours_retry());
+    bench_service(c, &rt, "retry/tower", tower_retry());
+    bench_service(c, &rt, "retry/tower-resilience", tr_retry());
+    bench_service(c, &rt, "bulkhead/archon", ours_bulkhead());
+    bench_service(c, &rt, "bulkhead/tower-loadshed+limit", tower_limit());
+    bench_service(c, &rt, "bulkhead/tower-resilience", tr_bulkhead());
+    bench_service(c, &rt, "stack/archon", ours_full());
+    bench_service(c, &rt, "stack/tower", tower_full());
+    bench_service(c, &rt, "stack/tower-resilience", tr_full());
+    let boxed: BoxCloneSyncService<Req, Resp, BoxError> =
+        archon_client::ResiliencePolicy::default()
+            .timeout(Duration::from_secs(10))
+            .retry(RetryConfig::default())
+            .circuit_breaker(breaker_cfg())
+            .bulkhead(BulkheadConfig::default())
+            .build("bench")
+            .unwrap()
+            .wrap(noop());
+    bench_service(c, &rt, "stack/archon-policy-boxed", boxed);
+}
+
+/// The breaker's own cost (acquire + record) by window kind and size: flat in the size.
+fn windows(c: &mut Criterion) {
+    for (name, cfg) in [
+        (
+            "window/count-100",
+            CircuitBreakerConfig::default().count_window(100),
+        ),
+        (
+            "window/count-100000",
+            CircuitBreakerConfig::default().count_window(100_000),
+        ),
+        (
+            "window/time-1s",
+            CircuitBreakerConfig::default().time_window(1),
+        ),
+        (
+            "window/time-60s",
+            CircuitBreakerConfig::default().time_window(60),
+        ),
+    ] {
+        let handle = CircuitBreakerHandle::new(name, cfg.minimum_calls(u32::MAX)).unwrap();
+        // Fill the window first: 100,000 calls in it.
+        for _ in 0..100_000 {
+            handle
+                .try_acquire()
+                .unwrap()
+                .record_with_duration(Outcome::Success, Duration::ZERO);
+        }
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                handle
+                    .try_acquire()
+                    .unwrap()
+                    .record_with_duration(Outcome::Success, Duration::ZERO);
+            });
+        });
+    }
+}
+
+/// Throughput of the breaker's closed path from 1 and 2 threads on one shared breaker.
+fn threads(c: &mut Criterion) {
+    let handle = Arc::new(
+        CircuitBreakerHandle::new("threads", breaker_cfg().minimum_calls(u32::MAX)).unwrap(),
+    );
+    for n in [1usize, 2] {
+        let handle = handle.clone();
+        c.bench_function(&format!("threads/{n}"), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for _ in 0..n {
+                        let h = &handle;
+                        s.spawn(move || {
+                            for _ in 0..iters {
+                                h.try_acquire()
+                                    .unwrap()
+                                    .record_with_duration(Outcome::Success, Duration::ZERO);
+                            }
+                        });
+                    }
+                });
+                // Time per call of all threads together: lower = more throughput.
+                start.elapsed() / n as u32
+            });
+        });
+    }
+}
+
+criterion_group!(benches, per_layer, windows, threads);
+criterion_main!(benches);

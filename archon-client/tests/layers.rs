@@ -242,3 +242,87 @@ async fn fallback_replaces_only_selected_errors() {
     );
     assert!(svc.ready().await.unwrap().call(2).await.is_err());
 }
+
+mod hedging {
+    use super::*;
+    use archon_client::hedge::{HedgeConfig, HedgeLayer};
+    use archon_client::retry::{RetryBudget, RetryBudgetConfig};
+
+    /// Odd calls take 10 s, even calls 10 ms; counts calls.
+    fn slow_then_fast(
+        calls: Arc<AtomicUsize>,
+    ) -> impl Service<http::Request<()>, Response = &'static str, Error = BoxError, Future: Send>
+    + Clone
+    + Send
+    + 'static {
+        service_fn(move |_: http::Request<()>| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n.is_multiple_of(2) {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    Ok::<_, BoxError>("slow")
+                } else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    Ok("fast")
+                }
+            }
+        })
+    }
+
+    fn layer(budget: Option<RetryBudget>) -> HedgeLayer {
+        HedgeLayer::new(
+            HedgeConfig {
+                delay: Duration::from_millis(100),
+            },
+            budget,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hedge_after_the_delay_and_the_first_answer_wins() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let svc = ServiceBuilder::new()
+            .layer(layer(None))
+            .service(slow_then_fast(calls.clone()));
+        let started = Instant::now();
+        let answer = svc.oneshot(http::Request::new(())).await.unwrap();
+        assert_eq!(answer, "fast");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(started.elapsed(), Duration::from_millis(110));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hedges_draw_from_the_budget_and_stop_when_it_is_empty() {
+        let budget = RetryBudget::new(RetryBudgetConfig {
+            ratio: 0.0,
+            min_per_second: 1,
+            ttl: Duration::from_secs(2),
+        });
+        let calls = Arc::new(AtomicUsize::new(0));
+        let svc = ServiceBuilder::new()
+            .layer(layer(Some(budget.clone())))
+            .service(slow_then_fast(calls.clone()));
+        // The reserve allows two hedges in the 2 s window...
+        for _ in 0..2 {
+            let answer = svc.clone().oneshot(http::Request::new(())).await.unwrap();
+            assert_eq!(answer, "fast");
+        }
+        assert_eq!(budget.available(), 0);
+        // ...then the slow first attempt has to finish on its own.
+        let before = calls.load(Ordering::SeqCst);
+        let answer = svc.clone().oneshot(http::Request::new(())).await.unwrap();
+        assert_eq!(answer, "slow");
+        assert_eq!(calls.load(Ordering::SeqCst) - before, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn non_idempotent_requests_are_never_hedged() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let svc = ServiceBuilder::new()
+            .layer(layer(None))
+            .service(slow_then_fast(calls.clone()));
+        let post = http::Request::post("http://x/").body(()).unwrap();
+        assert_eq!(svc.oneshot(post).await.unwrap(), "slow");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}

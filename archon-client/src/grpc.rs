@@ -1,0 +1,297 @@
+//! The resilience stack around a tonic `Channel` (or any `tower::Service<http::Request<_>>`),
+//! so a generated client works unchanged:
+//!
+//! ```no_run
+//! use archon_client::grpc::{GrpcConfig, channel};
+//! use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let cfg: GrpcConfig = toml::from_str(r#"
+//!     endpoint = "http://inventory:50051"
+//!     [policy]
+//!     timeout = "500ms"
+//!     deadline = "2s"
+//!     retry = {}
+//!     circuit_breaker = {}
+//! "#)?;
+//! let mut client = HealthClient::new(channel(&cfg).await?);
+//! client.check(HealthCheckRequest::default()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Request bodies (the encoded messages) up to `max_replay_bytes` are buffered so retries and
+//! hedges can send them again; a bigger (or streaming) body is sent once. Retries apply to the
+//! gRPC codes listed in the retry policy (default `UNAVAILABLE`), honour
+//! `grpc-retry-pushback-ms`, and every attempt carries the time left before the deadline as
+//! `grpc-timeout`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use archon_core::BoxError;
+use bytes::{Bytes, BytesMut};
+use http_body::Frame;
+use serde::{Deserialize, Serialize};
+use tonic::body::Body;
+use tower::util::BoxCloneSyncService;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_service::Service;
+
+use crate::builder::ResiliencePolicy;
+use crate::error::{Error, ErrorKind, Result};
+use crate::retry::RetryRequest;
+use crate::timeout::GrpcTimeoutLayer;
+
+/// A gRPC channel with the resilience stack: give it to any generated client.
+pub type GrpcChannel = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
+
+/// Where a gRPC upstream is and how to call it.
+///
+/// ```
+/// let cfg: archon_client::grpc::GrpcConfig = toml::from_str("endpoint = 'http://127.0.0.1:50051'").unwrap();
+/// assert_eq!(cfg.max_replay_bytes, 64 * 1024);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct GrpcConfig {
+    /// The server's URI (`http://host:port`).
+    pub endpoint: String,
+    /// Its resilience policy.
+    pub policy: ResiliencePolicy,
+    /// Time allowed to connect.
+    #[serde(with = "archon_core::config::option_duration")]
+    pub connect_timeout: Option<Duration>,
+    /// Request bodies up to this size are kept so they can be sent again.
+    pub max_replay_bytes: usize,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            policy: ResiliencePolicy::default(),
+            connect_timeout: None,
+            max_replay_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl GrpcConfig {
+    /// A config for `endpoint` with `policy`.
+    pub fn new(endpoint: impl Into<String>, policy: ResiliencePolicy) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            policy,
+            ..Self::default()
+        }
+    }
+}
+
+fn endpoint(cfg: &GrpcConfig) -> Result<tonic::transport::Endpoint> {
+    let mut ep = tonic::transport::Endpoint::from_shared(cfg.endpoint.clone()).map_err(|e| {
+        Error::new(ErrorKind::Config)
+            .with_context(format!("endpoint `{}`", cfg.endpoint))
+            .with_source(e.into())
+    })?;
+    if let Some(t) = cfg.connect_timeout {
+        ep = ep.connect_timeout(t);
+    }
+    Ok(ep)
+}
+
+/// Connects to `cfg.endpoint` and wraps the channel in `cfg.policy`.
+///
+/// # Errors
+/// `Config` for a bad endpoint or policy; `Transport` when the connection fails.
+pub async fn channel(cfg: &GrpcConfig) -> Result<GrpcChannel> {
+    let ch = endpoint(cfg)?
+        .connect()
+        .await
+        .map_err(|e| Error::from_boxed(e.into()).with_context(cfg.endpoint.clone()))?;
+    wrap(ch, &cfg.endpoint, &cfg.policy, cfg.max_replay_bytes)
+}
+
+/// Like [`channel`], but connects on first use (so a server that is down now does not fail
+/// start-up; calls fail, and the breaker sees them, until it is up).
+///
+/// # Errors
+/// `Config` for a bad endpoint or policy.
+pub fn channel_lazy(cfg: &GrpcConfig) -> Result<GrpcChannel> {
+    let ch = endpoint(cfg)?.connect_lazy();
+    wrap(ch, &cfg.endpoint, &cfg.policy, cfg.max_replay_bytes)
+}
+
+/// Wraps any gRPC transport (`tower::Service<http::Request<Body>>`) in `policy`, named `name`
+/// in metrics and logs.
+///
+/// ```
+/// use archon_client::{ResiliencePolicy, grpc::wrap};
+/// let transport = tower::service_fn(|_req: http::Request<tonic::body::Body>| async {
+///     Ok::<_, std::io::Error>(http::Response::new(tonic::body::Body::empty()))
+/// });
+/// let channel = wrap(transport, "test", &ResiliencePolicy::default(), 1024).unwrap();
+/// # drop(channel);
+/// ```
+///
+/// # Errors
+/// `Config` when the policy is invalid.
+pub fn wrap<S>(
+    transport: S,
+    name: &str,
+    policy: &ResiliencePolicy,
+    max_replay_bytes: usize,
+) -> Result<GrpcChannel>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + 'static,
+{
+    let layer = policy
+        .build(name)
+        .map_err(|e| Error::new(ErrorKind::Config).with_source(e.into()))?;
+    let bottom = ServiceBuilder::new()
+        .layer(GrpcTimeoutLayer::new(policy.timeout))
+        .map_request(|req: http::Request<ReplayBody>| req.map(Body::new))
+        .map_err(Into::<BoxError>::into)
+        .service(transport);
+    let stack = layer.wrap(bottom);
+    Ok(BoxCloneSyncService::new(Buffered {
+        inner: stack,
+        limit: max_replay_bytes,
+    }))
+}
+
+/// A request body kept in memory so it can be sent again, or a body streamed once.
+#[derive(Debug)]
+pub struct ReplayBody {
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Full(Option<Bytes>),
+    /// Too big to keep: what was read already, then the rest.
+    Stream(Option<Bytes>, Body),
+}
+
+impl http_body::Body for ReplayBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().kind {
+            Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Kind::Stream(prefix, rest) => {
+                if let Some(d) = prefix.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(d))));
+                }
+                Pin::new(rest).poll_frame(cx).map_err(Into::into)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(data) => data.is_none(),
+            Kind::Stream(prefix, rest) => prefix.is_none() && rest.is_end_stream(),
+        }
+    }
+}
+
+impl RetryRequest for http::Request<ReplayBody> {
+    fn is_idempotent(&self) -> bool {
+        crate::retry::RetryRequest::is_idempotent(&self.as_ref_parts())
+    }
+
+    fn try_clone(&self) -> Option<Self> {
+        let Kind::Full(data) = &self.body().kind else {
+            return None;
+        };
+        let parts = self.as_ref_parts().try_clone()?;
+        Some(parts.map(|()| ReplayBody {
+            kind: Kind::Full(data.clone()),
+        }))
+    }
+}
+
+trait AsRefParts {
+    fn as_ref_parts(&self) -> http::Request<()>;
+}
+
+impl<B> AsRefParts for http::Request<B> {
+    fn as_ref_parts(&self) -> http::Request<()> {
+        let mut req = http::Request::new(());
+        *req.method_mut() = self.method().clone();
+        *req.uri_mut() = self.uri().clone();
+        *req.version_mut() = self.version();
+        *req.headers_mut() = self.headers().clone();
+        *req.extensions_mut() = self.extensions().clone();
+        req
+    }
+}
+
+/// Reads up to `limit` bytes of the body into memory.
+async fn buffer(body: Body, limit: usize) -> std::result::Result<ReplayBody, BoxError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut data = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BoxError::from)?;
+        if let Ok(chunk) = frame.into_data() {
+            data.extend_from_slice(&chunk);
+            if data.len() > limit {
+                return Ok(ReplayBody {
+                    kind: Kind::Stream(Some(data.freeze()), body),
+                });
+            }
+        }
+    }
+    Ok(ReplayBody {
+        kind: Kind::Full((!data.is_empty()).then(|| data.freeze())),
+    })
+}
+
+#[derive(Clone)]
+struct Buffered<S> {
+    inner: S,
+    limit: usize,
+}
+
+impl<S> Service<http::Request<Body>> for Buffered<S>
+where
+    S: Service<http::Request<ReplayBody>, Response = http::Response<Body>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future =
+        Pin<Box<dyn Future<Output = std::result::Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<std::result::Result<(), BoxError>> {
+        // Readiness is checked on the clone that makes the call.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let inner = self.inner.clone();
+        let limit = self.limit;
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let body = buffer(body, limit).await?;
+            inner.oneshot(http::Request::from_parts(parts, body)).await
+        })
+    }
+}

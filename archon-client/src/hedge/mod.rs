@@ -1,0 +1,204 @@
+//! Hedging for idempotent reads: when the first attempt has not answered after a delay, send
+//! a second one; the first good answer wins and the other is dropped (cancelled).
+//!
+//! Hedges draw from a [`RetryBudget`] (share the retry policy's, so hedges and retries
+//! together stay within the extra load it allows). Requests that are not idempotent or cannot
+//! be cloned are never hedged.
+//!
+//! ```
+//! use std::time::Duration;
+//! use archon_client::hedge::{HedgeConfig, HedgeLayer};
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+//! let seen = calls.clone();
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(HedgeLayer::new(HedgeConfig { delay: Duration::from_millis(10) }, None))
+//!     .service(service_fn(move |_: http::Request<()>| {
+//!         let first = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+//!         async move {
+//!             // The first attempt is stuck; the hedge answers.
+//!             if first { tokio::time::sleep(Duration::from_secs(60)).await; }
+//!             Ok::<_, archon_core::BoxError>("hedge")
+//!         }
+//!     }));
+//! let answer = svc.ready().await.unwrap().call(http::Request::new(())).await.unwrap();
+//! assert_eq!(answer, "hedge");
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::{Either, select};
+use serde::{Deserialize, Serialize};
+use tower::ServiceExt;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::retry::{RetryBudget, RetryRequest};
+
+/// Hedging settings.
+///
+/// ```
+/// let cfg: archon_client::hedge::HedgeConfig = toml::from_str("delay = '50ms'").unwrap();
+/// assert_eq!(cfg.delay.as_millis(), 50);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HedgeConfig {
+    /// How long the first attempt may take before a hedge is sent (pick about the p95 latency).
+    #[serde(with = "archon_core::config::duration")]
+    pub delay: Duration,
+}
+
+impl Default for HedgeConfig {
+    fn default() -> Self {
+        Self {
+            delay: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Wraps services in a [`Hedge`].
+///
+/// ```
+/// let layer = archon_client::hedge::HedgeLayer::new(Default::default(), None);
+/// # let _ = layer;
+/// ```
+#[derive(Debug, Clone)]
+pub struct HedgeLayer {
+    config: HedgeConfig,
+    budget: Option<RetryBudget>,
+}
+
+impl HedgeLayer {
+    /// Hedges after `config.delay`, each hedge withdrawing from `budget` (none = unlimited).
+    pub fn new(config: HedgeConfig, budget: Option<RetryBudget>) -> Self {
+        Self { config, budget }
+    }
+}
+
+impl<S> Layer<S> for HedgeLayer {
+    type Service = Hedge<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Hedge {
+            inner,
+            config: self.config,
+            budget: self.budget.clone(),
+        }
+    }
+}
+
+/// A service that sends a second attempt when the first is slow. Built by [`HedgeLayer`].
+///
+/// ```
+/// use tower::Layer;
+/// let svc = archon_client::hedge::HedgeLayer::new(Default::default(), None)
+///     .layer(tower::service_fn(|_: http::Request<()>| async { Ok::<_, archon_core::BoxError>(()) }));
+/// # drop(svc);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Hedge<S> {
+    inner: S,
+    config: HedgeConfig,
+    budget: Option<RetryBudget>,
+}
+
+impl<S> Hedge<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The response future of [`Hedge`].
+pub struct ResponseFuture<T, E> {
+    inner: Pin<Box<dyn Future<Output = Result<T, E>> + Send>>,
+}
+
+impl<T, E> fmt::Debug for ResponseFuture<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<T, E> Future for ResponseFuture<T, E> {
+    type Output = Result<T, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl<S, Req> Service<Req> for Hedge<S>
+where
+    S: Service<Req> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Response: Send + 'static,
+    S::Error: Send + 'static,
+    Req: RetryRequest + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let copy = if req.is_idempotent() {
+            req.try_clone()
+        } else {
+            None
+        };
+        let primary = self.inner.call(req);
+        let Some(copy) = copy else {
+            return ResponseFuture {
+                inner: Box::pin(primary),
+            };
+        };
+        let service = self.inner.clone();
+        let delay = self.config.delay;
+        let budget = self.budget.clone();
+        ResponseFuture {
+            inner: Box::pin(async move {
+                let primary = std::pin::pin!(primary);
+                let timer = std::pin::pin!(tokio::time::sleep(delay));
+                let primary = match select(primary, timer).await {
+                    Either::Left((out, _)) => return out,
+                    Either::Right(((), primary)) => primary,
+                };
+                if let Some(budget) = &budget
+                    && !budget.withdraw()
+                {
+                    return primary.await;
+                }
+                metrics::counter!("archon_client_hedges_total").increment(1);
+                let hedge = std::pin::pin!(service.oneshot(copy));
+                match select(primary, hedge).await {
+                    // The first good answer wins; after a failure, wait for the other.
+                    Either::Left((Ok(v), _)) | Either::Right((Ok(v), _)) => Ok(v),
+                    Either::Left((Err(_), other)) => other.await,
+                    Either::Right((Err(_), other)) => other.await,
+                }
+            }),
+        }
+    }
+}

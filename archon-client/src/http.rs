@@ -1,0 +1,451 @@
+//! An HTTP client on reqwest with named upstreams, each with its resilience policy (and
+//! per-route policies), JSON helpers and trace/correlation header injection.
+//!
+//! ```no_run
+//! use archon_client::http::{HttpClient, HttpClientConfig};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Item { id: u64 }
+//!
+//! # async fn run() -> archon_client::Result<()> {
+//! let config: HttpClientConfig = toml::from_str(r#"
+//!     [upstreams.inventory]
+//!     base_url = "http://inventory:8080"
+//!     [upstreams.inventory.policy]
+//!     timeout = "1s"
+//!     retry = {}
+//!     circuit_breaker = {}
+//!     [upstreams.inventory.routes."/reports"]
+//!     timeout = "30s"
+//! "#).unwrap();
+//! let client = HttpClient::new(&config)?;
+//! let item: Item = client.get("inventory", "/items/1").send_json().await?;
+//! # let _ = item.id;
+//! # Ok(()) }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use archon_core::BoxError;
+use archon_core::context::Metadata;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
+
+use crate::builder::ResiliencePolicy;
+use crate::circuit_breaker::CircuitBreakerHandle;
+use crate::error::{Error, ErrorKind, Result};
+use crate::retry::{BudgetExhausted, IDEMPOTENCY_KEY, RetryRequest};
+
+type Stack = BoxCloneSyncService<reqwest::Request, reqwest::Response, BoxError>;
+
+/// One upstream service: where it is and how to call it.
+///
+/// ```
+/// let up: archon_client::http::UpstreamConfig = toml::from_str(r#"
+///     base_url = "http://127.0.0.1:8080/api/"
+///     [policy]
+///     timeout = "500ms"
+/// "#).unwrap();
+/// assert_eq!(up.max_replay_bytes, 64 * 1024);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct UpstreamConfig {
+    /// Base URL; request paths are joined to it.
+    pub base_url: String,
+    /// The policy of every route without its own.
+    pub policy: ResiliencePolicy,
+    /// Policies by path prefix (the longest matching prefix wins). Each route has its own
+    /// breaker, bulkhead and budget.
+    pub routes: BTreeMap<String, ResiliencePolicy>,
+    /// Request bodies up to this size are kept so they can be sent again; larger ones are
+    /// streamed and sent once.
+    pub max_replay_bytes: usize,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            base_url: String::new(),
+            policy: ResiliencePolicy::default(),
+            routes: BTreeMap::new(),
+            max_replay_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl UpstreamConfig {
+    /// An upstream at `base_url` with `policy`.
+    pub fn new(base_url: impl Into<String>, policy: ResiliencePolicy) -> Self {
+        Self {
+            base_url: base_url.into(),
+            policy,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a policy for paths starting with `prefix`.
+    #[must_use]
+    pub fn route(mut self, prefix: impl Into<String>, policy: ResiliencePolicy) -> Self {
+        self.routes.insert(prefix.into(), policy);
+        self
+    }
+}
+
+/// The upstreams of an [`HttpClient`], by name.
+///
+/// ```
+/// use archon_client::{ResiliencePolicy, http::{HttpClientConfig, UpstreamConfig}};
+/// let cfg = HttpClientConfig::default()
+///     .upstream("users", UpstreamConfig::new("http://users", ResiliencePolicy::default()));
+/// assert!(cfg.upstreams.contains_key("users"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HttpClientConfig {
+    /// Upstreams by name.
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+}
+
+impl HttpClientConfig {
+    /// Adds an upstream.
+    #[must_use]
+    pub fn upstream(mut self, name: impl Into<String>, upstream: UpstreamConfig) -> Self {
+        self.upstreams.insert(name.into(), upstream);
+        self
+    }
+}
+
+#[derive(Clone)]
+struct Route {
+    prefix: String,
+    stack: Stack,
+    breaker: Option<CircuitBreakerHandle>,
+}
+
+struct Upstream {
+    base: reqwest::Url,
+    routes: Vec<Route>,
+    max_replay_bytes: usize,
+}
+
+impl Upstream {
+    fn route(&self, path: &str) -> Option<&Route> {
+        // Sorted longest prefix first; the last route has the empty prefix.
+        self.routes.iter().find(|r| path.starts_with(&r.prefix))
+    }
+}
+
+/// An HTTP client whose every call to a named upstream passes that upstream's resilience
+/// stack. Cheap to clone.
+///
+/// ```
+/// use archon_client::{ResiliencePolicy, http::{HttpClient, HttpClientConfig, UpstreamConfig}};
+/// let client = HttpClient::new(&HttpClientConfig::default()
+///     .upstream("users", UpstreamConfig::new("http://127.0.0.1:1", ResiliencePolicy::default())))
+///     .unwrap();
+/// assert!(client.circuit_breaker("users", "/").is_none());
+/// ```
+#[derive(Clone)]
+pub struct HttpClient {
+    upstreams: Arc<HashMap<String, Upstream>>,
+}
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("upstreams", &self.upstreams.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl HttpClient {
+    /// A client with a default reqwest client.
+    ///
+    /// # Errors
+    /// `Config` when a base URL or a policy is invalid.
+    pub fn new(config: &HttpClientConfig) -> Result<Self> {
+        Self::with_reqwest(&reqwest::Client::new(), config)
+    }
+
+    /// A client sending through `client` (for your TLS, pool and proxy settings).
+    ///
+    /// # Errors
+    /// `Config` when a base URL or a policy is invalid.
+    pub fn with_reqwest(client: &reqwest::Client, config: &HttpClientConfig) -> Result<Self> {
+        let mut upstreams = HashMap::new();
+        for (name, up) in &config.upstreams {
+            let base = reqwest::Url::parse(&up.base_url).map_err(|e| {
+                Error::new(ErrorKind::Config)
+                    .with_context(format!("upstream `{name}`: base_url"))
+                    .with_source(e.into())
+            })?;
+            let build = |label: String, policy: &ResiliencePolicy| -> Result<Route> {
+                let layer = policy
+                    .build(&label)
+                    .map_err(|e| Error::new(ErrorKind::Config).with_source(e.into()))?;
+                Ok(Route {
+                    prefix: String::new(),
+                    stack: layer.wrap(client.clone()),
+                    breaker: layer.circuit_breaker().cloned(),
+                })
+            };
+            let mut routes = Vec::new();
+            for (prefix, policy) in &up.routes {
+                let mut route = build(format!("{name}{prefix}"), policy)?;
+                route.prefix.clone_from(prefix);
+                routes.push(route);
+            }
+            routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+            routes.push(build(name.clone(), &up.policy)?);
+            upstreams.insert(
+                name.clone(),
+                Upstream {
+                    base,
+                    routes,
+                    max_replay_bytes: up.max_replay_bytes,
+                },
+            );
+        }
+        Ok(Self {
+            upstreams: Arc::new(upstreams),
+        })
+    }
+
+    /// The circuit breaker guarding `path` on `upstream`, if its policy has one.
+    pub fn circuit_breaker(&self, upstream: &str, path: &str) -> Option<CircuitBreakerHandle> {
+        self.upstreams.get(upstream)?.route(path)?.breaker.clone()
+    }
+
+    /// A request to `path` (joined to the upstream's base URL).
+    pub fn request(&self, method: Method, upstream: &str, path: &str) -> RequestBuilder<'_> {
+        RequestBuilder {
+            client: self,
+            method,
+            upstream: upstream.to_owned(),
+            path: path.to_owned(),
+            headers: HeaderMap::new(),
+            body: None,
+            error: None,
+        }
+    }
+
+    /// A GET request.
+    pub fn get(&self, upstream: &str, path: &str) -> RequestBuilder<'_> {
+        self.request(Method::GET, upstream, path)
+    }
+
+    /// A POST request.
+    pub fn post(&self, upstream: &str, path: &str) -> RequestBuilder<'_> {
+        self.request(Method::POST, upstream, path)
+    }
+
+    /// A PUT request.
+    pub fn put(&self, upstream: &str, path: &str) -> RequestBuilder<'_> {
+        self.request(Method::PUT, upstream, path)
+    }
+
+    /// A DELETE request.
+    pub fn delete(&self, upstream: &str, path: &str) -> RequestBuilder<'_> {
+        self.request(Method::DELETE, upstream, path)
+    }
+}
+
+/// A request being put together; send it with [`send`](Self::send) or
+/// [`send_json`](Self::send_json).
+///
+/// ```no_run
+/// # async fn run(client: archon_client::http::HttpClient) -> archon_client::Result<()> {
+/// let resp = client
+///     .post("orders", "/orders")
+///     .idempotency_key("order-42")
+///     .json(&serde_json::json!({"sku": "A1", "qty": 2}))
+///     .send()
+///     .await?;
+/// # let _ = resp;
+/// # Ok(()) }
+/// ```
+#[must_use = "a request does nothing until sent"]
+pub struct RequestBuilder<'a> {
+    client: &'a HttpClient,
+    method: Method,
+    upstream: String,
+    path: String,
+    headers: HeaderMap,
+    body: Option<Bytes>,
+    error: Option<Error>,
+}
+
+impl fmt::Debug for RequestBuilder<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestBuilder")
+            .field("method", &self.method)
+            .field("upstream", &self.upstream)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RequestBuilder<'_> {
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            (Ok(n), Ok(v)) => {
+                self.headers.append(n, v);
+            }
+            _ => {
+                self.error = Some(
+                    Error::new(ErrorKind::InvalidRequest)
+                        .with_context(format!("invalid header `{name}`")),
+                );
+            }
+        }
+        self
+    }
+
+    /// Marks the request as safe to retry whatever its method.
+    pub fn idempotency_key(self, key: &str) -> Self {
+        self.header(IDEMPOTENCY_KEY, key)
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
+    /// Sets a JSON body (and `content-type: application/json`).
+    pub fn json<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(bytes) => {
+                self.headers.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                self.body = Some(bytes.into());
+            }
+            Err(e) => {
+                self.error = Some(Error::new(ErrorKind::InvalidRequest).with_source(e.into()));
+            }
+        }
+        self
+    }
+
+    /// Sends the request through the route's stack. Any HTTP status is returned as a
+    /// response; see [`send`](Self::send) for one that fails on non-success statuses.
+    ///
+    /// # Errors
+    /// Timeouts, rejections (open circuit, full bulkhead, rate limit), transport failures.
+    pub async fn send_raw(self) -> Result<reqwest::Response> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let Some(upstream) = self.client.upstreams.get(&self.upstream) else {
+            return Err(Error::new(ErrorKind::UnknownUpstream).with_context(self.upstream));
+        };
+        let Some(route) = upstream.route(&self.path) else {
+            return Err(Error::new(ErrorKind::UnknownUpstream).with_context(self.upstream));
+        };
+        let url = join(&upstream.base, &self.path);
+        let mut req = reqwest::Request::new(self.method, url);
+        *req.headers_mut() = self.headers;
+        if let Some(md) = Metadata::current() {
+            let mut md = md;
+            md.traceparent = md.traceparent.map(|tp| tp.child());
+            md.inject(req.headers_mut());
+        }
+        if let Some(body) = self.body {
+            *req.body_mut() = Some(if body.len() <= upstream.max_replay_bytes {
+                reqwest::Body::from(body)
+            } else {
+                // Too big to keep for a replay: stream it, and it is sent once.
+                reqwest::Body::wrap_stream(futures::stream::once(async move {
+                    Ok::<_, std::io::Error>(body)
+                }))
+            });
+        }
+        let why_once = if !req.is_idempotent() {
+            Some(format!(
+                "not retried: {} is not idempotent (send an Idempotency-Key to allow retries)",
+                req.method()
+            ))
+        } else if req.try_clone().is_none() {
+            Some(format!(
+                "not retried: the body is larger than max_replay_bytes ({}) and cannot be replayed",
+                upstream.max_replay_bytes
+            ))
+        } else {
+            None
+        };
+        let context = format!("{} {}{}", req.method(), self.upstream, self.path);
+        match route.stack.clone().oneshot(req).await {
+            Ok(resp) => Ok(resp),
+            Err(e) => {
+                let err = Error::from_boxed(e);
+                let context = match why_once {
+                    Some(why) if err.is_retryable() => format!("{context}; {why}"),
+                    _ => context,
+                };
+                Err(err.with_context(context))
+            }
+        }
+    }
+
+    /// Sends the request; a non-success status is an error of kind `Status(code)`.
+    ///
+    /// # Errors
+    /// As [`send_raw`](Self::send_raw), plus `Status` for 4xx and 5xx answers.
+    pub async fn send(self) -> Result<reqwest::Response> {
+        let context = format!("{} {}{}", self.method, self.upstream, self.path);
+        let resp = self.send_raw().await?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let mut err = Error::new(ErrorKind::Status(status.as_u16())).with_context(context);
+        if resp.extensions().get::<BudgetExhausted>().is_some() {
+            err = err.with_source(Box::new(BudgetExhausted::new(None)));
+        }
+        Err(err)
+    }
+
+    /// Sends the request and decodes a JSON answer.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send), plus `Decode` when the body is not the expected JSON.
+    pub async fn send_json<T: DeserializeOwned>(self) -> Result<T> {
+        let resp = self.send().await?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Error::from_boxed(e.into()))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::new(ErrorKind::Decode).with_source(e.into()))
+    }
+}
+
+fn join(base: &reqwest::Url, path: &str) -> reqwest::Url {
+    let mut url = base.clone();
+    let (path, query) = path
+        .split_once('?')
+        .map_or((path, None), |(p, q)| (p, Some(q)));
+    let joined = format!(
+        "{}/{}",
+        url.path().trim_end_matches('/'),
+        path.trim_start_matches('/')
+    );
+    url.set_path(&joined);
+    url.set_query(query);
+    url
+}
