@@ -234,10 +234,9 @@ impl MemoryBus {
                 if self.shared.closed.load(Ordering::Relaxed) {
                     return Err(Error::Closed);
                 }
-                let groups = read(&topic.groups).clone();
                 let mut room = usize::MAX;
                 let mut full = None;
-                for group in &groups {
+                for group in read(&topic.groups).iter() {
                     let free = capacity.saturating_sub(group.len());
                     if free == 0 {
                         full = Some(Arc::clone(group));

@@ -322,7 +322,33 @@ impl Router {
 
     /// Adds a batch handler: it gets up to `options.max_size` events at once. `Ok` acks them
     /// all; an error settles each like a single handler's would. Events that fail to decode are
-    /// dead-lettered one by one and left out of the batch.
+    /// dead-lettered one by one and left out of the batch. One batch runs at a time (the route's
+    /// concurrency is not used) and router layers do not wrap batch handlers.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> archon_events::Result<()> {
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use archon_events::router::{BatchOptions, EventContext, HandlerError, Route, Router};
+    /// use archon_events::{Event, MemoryBus};
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Reading { value: f64 }
+    /// impl Event for Reading { const TYPE: &'static str = "com.example.reading.v1"; }
+    ///
+    /// let router = Router::new(Arc::new(MemoryBus::new()))
+    ///     .batch_route(
+    ///         Route::new("readings", "archiver"),
+    ///         BatchOptions::new(500, Duration::from_millis(100)),
+    ///         |batch: Vec<(EventContext, Reading)>| async move {
+    ///             let _sum: f64 = batch.iter().map(|(_, r)| r.value).sum();
+    ///             Ok::<(), HandlerError>(())
+    ///         },
+    ///     )
+    ///     .start()
+    ///     .await?;
+    /// router.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn batch_route<T, H, Fut>(mut self, route: Route, options: BatchOptions, handler: H) -> Self
     where
