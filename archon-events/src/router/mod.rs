@@ -554,6 +554,8 @@ impl RunningRouter {
 #[derive(Debug, Default)]
 struct FailureLog {
     first: Mutex<HashMap<String, SystemTime>>,
+    /// Entries in `first`, so the success path skips the lock when there are none.
+    len: AtomicU64,
 }
 
 impl FailureLog {
@@ -564,14 +566,18 @@ impl FailureLog {
         if map.len() >= Self::MAX && !map.contains_key(key) {
             map.clear();
         }
-        *map.entry(key.to_owned()).or_insert(now)
+        let first = *map.entry(key.to_owned()).or_insert(now);
+        self.len.store(map.len() as u64, Ordering::Relaxed);
+        first
     }
 
     fn forget(&self, key: &str) {
-        let mut map = self.first.lock().unwrap_or_else(PoisonError::into_inner);
-        if !map.is_empty() {
-            map.remove(key);
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return;
         }
+        let mut map = self.first.lock().unwrap_or_else(PoisonError::into_inner);
+        map.remove(key);
+        self.len.store(map.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -613,14 +619,16 @@ impl RouteShared {
     }
 
     async fn settle(&self, delivery: Delivery, result: Result<(), HandlerError>) {
-        let key = delivery.envelope().dedupe_key();
         let outcome = match result {
             Ok(()) => {
                 self.stats.handled.fetch_add(1, Ordering::Relaxed);
-                self.failures.forget(&key);
+                if self.failures.len.load(Ordering::Relaxed) > 0 {
+                    self.failures.forget(&delivery.envelope().dedupe_key());
+                }
                 delivery.ack().await
             }
             Err(error) => {
+                let key = delivery.envelope().dedupe_key();
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 let now = SystemTime::now();
                 let first = self.failures.record(&key, now);
