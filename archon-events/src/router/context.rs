@@ -67,6 +67,12 @@ impl EventContext {
     pub fn topic(&self) -> &str {
         &self.topic
     }
+    pub(crate) fn shared_topic(&self) -> Arc<str> {
+        Arc::clone(&self.topic)
+    }
+    pub(crate) fn shared_group(&self) -> Arc<str> {
+        Arc::clone(&self.group)
+    }
     /// The consumer group.
     pub fn group(&self) -> &str {
         &self.group

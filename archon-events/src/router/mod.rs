@@ -698,6 +698,9 @@ async fn run_single(
     service: HandlerService,
     lanes: usize,
 ) {
+    if lanes <= 1 {
+        return run_inline(shared, sub, service).await;
+    }
     let mut workers = JoinSet::new();
     let mut senders = Vec::with_capacity(lanes);
     for _ in 0..lanes {
@@ -748,6 +751,30 @@ async fn run_single(
     }
 }
 
+/// Handles one delivery and settles it; `false` when shutdown's deadline cancelled it.
+async fn handle(shared: &RouteShared, service: &mut HandlerService, delivery: Delivery) -> bool {
+    let ctx = shared.context(&delivery);
+    let call = async {
+        let ready = service.ready().await?;
+        ready.call(ctx).await
+    };
+    let result = tokio::select! {
+        result = AssertUnwindSafe(call).catch_unwind() => result,
+        () = shared.abort.cancelled() => {
+            shared.nack_now(delivery, true).await;
+            return false;
+        }
+    };
+    let result = result.unwrap_or_else(|panic| {
+        Err(HandlerError::new(
+            HandlerErrorKind::Panic,
+            panic_message(panic.as_ref()),
+        ))
+    });
+    shared.settle(delivery, result).await;
+    true
+}
+
 async fn run_lane(
     shared: Arc<RouteShared>,
     mut rx: mpsc::Receiver<Delivery>,
@@ -762,29 +789,33 @@ async fn run_lane(
                 None => break,
             },
         };
-        let ctx = shared.context(&delivery);
-        let call = async {
-            let ready = service.ready().await?;
-            ready.call(ctx).await
-        };
-        let result = tokio::select! {
-            result = AssertUnwindSafe(call).catch_unwind() => result,
-            () = shared.abort.cancelled() => {
-                shared.nack_now(delivery, true).await;
-                break;
-            }
-        };
-        let result = result.unwrap_or_else(|panic| {
-            Err(HandlerError::new(
-                HandlerErrorKind::Panic,
-                panic_message(panic.as_ref()),
-            ))
-        });
-        shared.settle(delivery, result).await;
+        if !handle(&shared, &mut service, delivery).await {
+            break;
+        }
     }
     rx.close();
     while let Ok(delivery) = rx.try_recv() {
         shared.nack_now(delivery, false).await;
+    }
+}
+
+/// One lane: handle deliveries in the fetch loop itself, no hand-over.
+async fn run_inline(shared: Arc<RouteShared>, mut sub: Subscription, mut service: HandlerService) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = shared.stop.cancelled() => break,
+            next = sub.next() => next,
+        };
+        match next {
+            None => break,
+            Some(Err(error)) => tracing::warn!(topic = &*shared.topic, %error, "fetch failed"),
+            Some(Ok(delivery)) => {
+                if !handle(&shared, &mut service, delivery).await {
+                    break;
+                }
+            }
+        }
     }
 }
 
