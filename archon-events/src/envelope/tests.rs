@@ -316,3 +316,67 @@ fn mutated_wire_messages_never_panic_and_decoded_events_round_trip() {
         "the mutations should leave many messages valid ({decoded})"
     );
 }
+
+/// Interoperability with the CloudEvents Python SDK, run by hand (it needs Python and the
+/// `cloudevents` package): reads events the SDK wrote into `$ARCHON_INTEROP_DIR`, writes ours
+/// for the SDK to read back. See the crate README.
+#[test]
+#[ignore = "needs ARCHON_INTEROP_DIR prepared by the Python CloudEvents SDK"]
+fn interop_with_the_python_sdk() {
+    let dir = std::path::PathBuf::from(std::env::var("ARCHON_INTEROP_DIR").unwrap());
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap()
+    };
+    let expected = read("py_expected.json");
+    for name in ["py_binary.json", "py_structured.json"] {
+        let msg = read(name);
+        let headers: Vec<(String, String)> = msg["headers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect();
+        let wire = WireMessage {
+            content_type: None,
+            headers,
+            body: msg["body"].as_str().unwrap().to_owned().into(),
+        };
+        let event = Envelope::from_wire(Binding::Http, wire).unwrap();
+        assert_eq!(event.id(), expected["id"].as_str().unwrap(), "{name}");
+        assert_eq!(event.event_type(), "com.example.py.v1");
+        assert_eq!(event.subject(), Some("s-1"));
+        assert_eq!(event.metadata().correlation_id.as_deref(), Some("corr-9"));
+        assert_eq!(
+            event.metadata().trace_id().as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        let data: serde_json::Value = serde_json::from_slice(event.data()).unwrap();
+        assert_eq!(data["hello"], "wörld", "{name}");
+        assert!(event.time().is_some());
+    }
+    let ours = Envelope::builder("/rust", "com.example.rs.v1")
+        .subject("order 42 é")
+        .partition_key("customer-7")
+        .metadata(&Metadata::new_root().with_correlation_id("c-1"))
+        .data("application/json", r#"{"total":12}"#)
+        .build()
+        .unwrap();
+    let write = |name: &str, wire: WireMessage| {
+        let headers: serde_json::Map<String, serde_json::Value> = wire
+            .headers
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
+        let json = serde_json::json!({
+            "headers": headers,
+            "content_type": wire.content_type,
+            "body": String::from_utf8(wire.body.to_vec()).unwrap(),
+        });
+        std::fs::write(dir.join(name), json.to_string()).unwrap();
+    };
+    write("rs_binary.json", ours.to_binary(Binding::Http));
+    write("rs_structured.json", ours.to_structured(Binding::Http));
+    write("rs_kafka.json", ours.to_binary(Binding::Kafka));
+    write("rs_rabbitmq.json", ours.to_binary(Binding::RabbitMq));
+    write("rs_amqp.json", ours.to_binary(Binding::Amqp10));
+}
