@@ -226,7 +226,7 @@ impl MemoryBus {
         let Some(topic) = self.topic(topic) else {
             return Ok(());
         };
-        let deadline = Instant::now() + self.shared.config.publish_timeout;
+        let mut deadline = None;
         let capacity = self.shared.config.capacity.max(1);
         while !items.is_empty() {
             // Phase 1: wait until every group has room (all or nothing on timeout).
@@ -247,6 +247,9 @@ impl MemoryBus {
                 match full {
                     None => break room,
                     Some(group) => {
+                        let deadline = *deadline.get_or_insert_with(|| {
+                            Instant::now() + self.shared.config.publish_timeout
+                        });
                         group
                             .wait_for_room(capacity, deadline)
                             .await
@@ -258,8 +261,11 @@ impl MemoryBus {
                 }
             };
             // Phase 2: push the part of the batch that fits everywhere.
-            let take = room.min(items.len());
-            let rest = items.split_off(take);
+            let rest = if room < items.len() {
+                items.split_off(room)
+            } else {
+                Vec::new()
+            };
             let groups = read(&topic.groups);
             if let Some((last, others)) = groups.split_last() {
                 for group in others {
