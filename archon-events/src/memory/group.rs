@@ -437,7 +437,7 @@ impl Acker for MemoryAcker {
         );
         let published = c
             .bus
-            .publish_items(&c.dead_letter_topic, vec![Arc::new(dead)])
+            .publish_one(&c.dead_letter_topic, Arc::new(dead))
             .await;
         match published {
             Ok(()) => c.group.done(&self.item),
