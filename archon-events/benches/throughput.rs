@@ -294,5 +294,54 @@ fn router_overhead(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fan_out, router_overhead);
+/// Per-call cost of the middleware alone, on one thread (no scheduling noise): a no-op handler
+/// wrapped in nothing, in `TracingLayer`, in `MetricsLayer`, and in both.
+fn layer_cost(c: &mut Criterion) {
+    use archon_events::router::HandlerService;
+    use tower::ServiceExt as _;
+    use tower_layer::Layer as _;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let event = Arc::new(
+        Envelope::event("/bench", &Tick { n: 1 }, &JsonCodec)
+            .unwrap()
+            .build()
+            .unwrap(),
+    );
+    let noop = || {
+        HandlerService::new(tower::service_fn(|_ctx: EventContext| async {
+            Ok::<(), HandlerError>(())
+        }))
+    };
+    let stacks: [(&str, HandlerService); 4] = [
+        ("none", noop()),
+        (
+            "tracing",
+            HandlerService::new(TracingLayer::new().layer(noop())),
+        ),
+        (
+            "metrics",
+            HandlerService::new(MetricsLayer::new().layer(noop())),
+        ),
+        (
+            "tracing_metrics",
+            HandlerService::new(TracingLayer::new().layer(MetricsLayer::new().layer(noop()))),
+        ),
+    ];
+    let mut group = c.benchmark_group("layers");
+    for (name, service) in stacks {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let ctx = EventContext::new(Arc::clone(&event), "bench", "g", "h", 1);
+                service.clone().oneshot(ctx)
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, fan_out, router_overhead, layer_cost);
 criterion_main!(benches);
