@@ -240,52 +240,108 @@ fn router_overhead(c: &mut Criterion) {
         });
     });
 
-    let routed = rt.block_on(async {
-        let memory = MemoryBus::new();
-        let bus: Arc<dyn EventBus> = Arc::new(memory.clone());
-        let (tx, done) = mpsc::unbounded_channel();
-        let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let router = Router::new(bus)
-            .layer(TracingLayer::new())
-            .layer(MetricsLayer::new())
-            .route(
-                Route::new("bench", "g").prefetch(512),
-                move |_: EventContext, tick: Tick| {
-                    std::hint::black_box(tick.n);
-                    let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    if n.is_multiple_of(EVENTS) {
-                        let _ = tx.send(());
-                    }
-                    async { Ok::<(), HandlerError>(()) }
-                },
-            )
-            .start()
-            .await
-            .unwrap();
-        (memory, done, router)
-    });
-    let routed = Arc::new(Mutex::new(routed));
-    group.bench_function("router_tracing_metrics", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let (rig, template) = (Arc::clone(&routed), template.clone());
-            async move {
-                let mut rig = rig.lock().await;
-                let (bus, done, _router) = &mut *rig;
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    bus.publish_batch("bench", vec![template.clone(); EVENTS])
-                        .await
-                        .unwrap();
-                    done.recv().await.unwrap();
-                    total += start.elapsed();
-                }
-                total
+    for (name, layered) in [
+        ("router_no_layers", false),
+        ("router_tracing_metrics", true),
+    ] {
+        let routed = rt.block_on(async {
+            let memory = MemoryBus::new();
+            let bus: Arc<dyn EventBus> = Arc::new(memory.clone());
+            let (tx, done) = mpsc::unbounded_channel();
+            let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let mut router = Router::new(bus);
+            if layered {
+                router = router.layer(TracingLayer::new()).layer(MetricsLayer::new());
             }
+            let router = router
+                .route(
+                    Route::new("bench", "g").prefetch(512),
+                    move |_: EventContext, tick: Tick| {
+                        std::hint::black_box(tick.n);
+                        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        if n.is_multiple_of(EVENTS) {
+                            let _ = tx.send(());
+                        }
+                        async { Ok::<(), HandlerError>(()) }
+                    },
+                )
+                .start()
+                .await
+                .unwrap();
+            (memory, done, router)
         });
-    });
+        let routed = Arc::new(Mutex::new(routed));
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let (rig, template) = (Arc::clone(&routed), template.clone());
+                async move {
+                    let mut rig = rig.lock().await;
+                    let (bus, done, _router) = &mut *rig;
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let start = Instant::now();
+                        bus.publish_batch("bench", vec![template.clone(); EVENTS])
+                            .await
+                            .unwrap();
+                        done.recv().await.unwrap();
+                        total += start.elapsed();
+                    }
+                    total
+                }
+            });
+        });
+    }
     group.finish();
 }
 
-criterion_group!(benches, fan_out, router_overhead);
+/// Per-call cost of the middleware alone, on one thread (no scheduling noise): a no-op handler
+/// wrapped in nothing, in `TracingLayer`, in `MetricsLayer`, and in both.
+fn layer_cost(c: &mut Criterion) {
+    use archon_events::router::HandlerService;
+    use tower::ServiceExt as _;
+    use tower_layer::Layer as _;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let event = Arc::new(
+        Envelope::event("/bench", &Tick { n: 1 }, &JsonCodec)
+            .unwrap()
+            .build()
+            .unwrap(),
+    );
+    let noop = || {
+        HandlerService::new(tower::service_fn(|_ctx: EventContext| async {
+            Ok::<(), HandlerError>(())
+        }))
+    };
+    let stacks: [(&str, HandlerService); 4] = [
+        ("none", noop()),
+        (
+            "tracing",
+            HandlerService::new(TracingLayer::new().layer(noop())),
+        ),
+        (
+            "metrics",
+            HandlerService::new(MetricsLayer::new().layer(noop())),
+        ),
+        (
+            "tracing_metrics",
+            HandlerService::new(TracingLayer::new().layer(MetricsLayer::new().layer(noop()))),
+        ),
+    ];
+    let mut group = c.benchmark_group("layers");
+    for (name, service) in stacks {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let ctx = EventContext::new(Arc::clone(&event), "bench", "g", "h", 1);
+                service.clone().oneshot(ctx)
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, fan_out, router_overhead, layer_cost);
 criterion_main!(benches);

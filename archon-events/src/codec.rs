@@ -179,3 +179,38 @@ impl Envelope {
             .current_metadata())
     }
 }
+
+/// Protobuf via prost (feature `protobuf`), `application/protobuf`.
+///
+/// ```
+/// use archon_events::{Codec, ProstCodec};
+/// #[derive(Clone, PartialEq, prost::Message)]
+/// struct Ping { #[prost(uint64, tag = "1")] n: u64 }
+/// let bytes = ProstCodec.encode(&Ping { n: 7 })?;
+/// let back: Ping = ProstCodec.decode(&bytes)?;
+/// assert_eq!(back, Ping { n: 7 });
+/// assert!(<ProstCodec as Codec<Ping>>::decode(&ProstCodec, &[0xff]).is_err());
+/// # Ok::<(), archon_events::CodecError>(())
+/// ```
+#[cfg(feature = "protobuf")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProstCodec;
+
+#[cfg(feature = "protobuf")]
+impl<T> Codec<T> for ProstCodec
+where
+    T: prost::Message + Default,
+{
+    fn content_type(&self) -> &'static str {
+        "application/protobuf"
+    }
+    fn encode(&self, value: &T) -> Result<Bytes, CodecError> {
+        Ok(Bytes::from(value.encode_to_vec()))
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        T::decode(bytes).map_err(|e| CodecError::Decode {
+            ty: std::any::type_name::<T>(),
+            source: e.into(),
+        })
+    }
+}

@@ -36,6 +36,7 @@
 //! ## Feature flags
 //!
 //! - `conformance`: the `conformance_tests!` macro and its cases, for backend test files.
+//! - `protobuf`: `ProstCodec`, protobuf payloads via prost.
 
 pub mod bus;
 mod codec;
@@ -50,6 +51,8 @@ pub use self::bus::{
     Acker, DeadLetter, Delivery, EventBus, Features, Publisher, StartPosition, SubscribeOptions,
     Subscriber, Subscription, dead_letter_headers,
 };
+#[cfg(feature = "protobuf")]
+pub use self::codec::ProstCodec;
 pub use self::codec::{Codec, CodecError, EnvelopeEventExt, Event, JsonCodec};
 pub use self::envelope::Envelope;
 pub use self::error::{Error, Result};

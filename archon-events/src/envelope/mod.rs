@@ -205,13 +205,7 @@ impl Envelope {
     /// # Ok::<(), archon_events::Error>(())
     /// ```
     pub fn metadata(&self) -> Metadata {
-        let mut map = std::collections::HashMap::new();
-        for (ext, key) in METADATA_MAP {
-            if let Some(value) = self.extensions.get(ext) {
-                map.insert(key.to_owned(), value.clone());
-            }
-        }
-        Metadata::extract(&map)
+        Metadata::extract(&ExtensionCarrier(&self.extensions))
     }
 
     /// Writes `metadata` into the extensions (absent fields are removed).
@@ -460,6 +454,19 @@ const METADATA_MAP: [(&str, &str); 5] = [
     ),
     (extensions::TENANT_ID, archon_core::context::keys::TENANT_ID),
 ];
+
+/// Reads context keys ([`archon_core::context::keys`]) from the matching extensions.
+struct ExtensionCarrier<'a>(&'a BTreeMap<String, String>);
+
+impl archon_core::context::Extractor for ExtensionCarrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        METADATA_MAP
+            .iter()
+            .find(|(_, k)| k.eq_ignore_ascii_case(key))
+            .and_then(|(ext, _)| self.0.get(*ext))
+            .map(String::as_str)
+    }
+}
 
 fn is_printable(value: &str) -> bool {
     !value.chars().any(char::is_control)

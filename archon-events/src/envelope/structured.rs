@@ -82,6 +82,7 @@ impl Envelope {
         if !self.data.is_empty() {
             if is_json(self.datacontenttype.as_deref())
                 && let Ok(value) = serde_json::from_slice::<&RawValue>(&self.data)
+                && value.get().len() == self.data.len()
             {
                 raw = Some(value);
             } else if text_ct && let Ok(text) = std::str::from_utf8(&self.data) {

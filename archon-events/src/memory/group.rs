@@ -99,8 +99,30 @@ impl State {
 pub(crate) struct Group {
     name: String,
     state: Mutex<State>,
+    /// Mirror of `State::len` for lock-free capacity checks.
+    len: AtomicUsize,
     readable: Notify,
     writable: Notify,
+    /// Fetchers about to wait on `readable`: pushes notify only when there are some.
+    readers: AtomicUsize,
+    /// Publishers about to wait on `writable`: settlements notify only when there are some.
+    writers: AtomicUsize,
+}
+
+/// Counts a waiter for as long as it lives (also when its future is cancelled).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Group {
@@ -108,8 +130,23 @@ impl Group {
         Self {
             name,
             state: Mutex::new(State::default()),
+            len: AtomicUsize::new(0),
             readable: Notify::new(),
             writable: Notify::new(),
+            readers: AtomicUsize::new(0),
+            writers: AtomicUsize::new(0),
+        }
+    }
+
+    fn wake_readers(&self) {
+        if self.readers.load(Ordering::SeqCst) > 0 {
+            self.readable.notify_waiters();
+        }
+    }
+
+    fn wake_writers(&self) {
+        if self.writers.load(Ordering::SeqCst) > 0 {
+            self.writable.notify_waiters();
         }
     }
 
@@ -122,7 +159,7 @@ impl Group {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.lock().len
+        self.len.load(Ordering::SeqCst)
     }
 
     pub(crate) fn close(&self) {
@@ -145,8 +182,9 @@ impl Group {
                 }
                 s.ready.push_back(item);
             }
+            self.len.store(s.len, Ordering::SeqCst);
         }
-        self.readable.notify_waiters();
+        self.wake_readers();
     }
 
     /// Waits until the group holds fewer than `capacity` events; `Err` at the deadline.
@@ -159,6 +197,7 @@ impl Group {
             let notified = self.writable.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let _waiting = Waiting::new(&self.writers);
             {
                 let s = self.lock();
                 if s.len < capacity || s.closed {
@@ -177,6 +216,7 @@ impl Group {
             let notified = self.readable.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let _waiting = Waiting::new(&self.readers);
             let next_due = {
                 let mut s = self.lock();
                 if s.closed {
@@ -221,10 +261,11 @@ impl Group {
                     }
                 }
             }
+            self.len.store(s.len, Ordering::SeqCst);
         }
-        self.writable.notify_waiters();
+        self.wake_writers();
         if woke {
-            self.readable.notify_waiters();
+            self.wake_readers();
         }
     }
 
@@ -245,7 +286,7 @@ impl Group {
                 });
             }
         }
-        self.readable.notify_waiters();
+        self.wake_readers();
     }
 
     /// Returns events taken but never handed out (their delivery does not count).
@@ -257,7 +298,7 @@ impl Group {
                 s.ready.push_front(item);
             }
         }
-        self.readable.notify_waiters();
+        self.wake_readers();
     }
 }
 
@@ -396,7 +437,7 @@ impl Acker for MemoryAcker {
         );
         let published = c
             .bus
-            .publish_items(&c.dead_letter_topic, vec![Arc::new(dead)])
+            .publish_one(&c.dead_letter_topic, Arc::new(dead))
             .await;
         match published {
             Ok(()) => c.group.done(&self.item),

@@ -218,49 +218,67 @@ impl MemoryBus {
         event.check_size(self.shared.config.max_event_size)
     }
 
-    pub(crate) async fn publish_items(
-        &self,
-        topic: &str,
-        mut items: Vec<Arc<Envelope>>,
-    ) -> Result<()> {
+    /// Waits until every group of `topic` has room; returns the room left in the fullest one.
+    async fn wait_for_room(&self, topic: &Topic, deadline: &mut Option<Instant>) -> Result<usize> {
+        let capacity = self.shared.config.capacity.max(1);
+        loop {
+            if self.shared.closed.load(Ordering::Relaxed) {
+                return Err(Error::Closed);
+            }
+            let mut room = usize::MAX;
+            let mut full = None;
+            for group in read(&topic.groups).iter() {
+                let free = capacity.saturating_sub(group.len());
+                if free == 0 {
+                    full = Some(Arc::clone(group));
+                    break;
+                }
+                room = room.min(free);
+            }
+            let Some(group) = full else {
+                return Ok(room);
+            };
+            let deadline = *deadline
+                .get_or_insert_with(|| Instant::now() + self.shared.config.publish_timeout);
+            group
+                .wait_for_room(capacity, deadline)
+                .await
+                .map_err(|()| Error::Timeout {
+                    operation: "publish",
+                    after: self.shared.config.publish_timeout,
+                })?;
+        }
+    }
+
+    /// Publishes one event to every group of `topic` (waiting for room, all or nothing).
+    pub(crate) async fn publish_one(&self, topic: &str, item: Arc<Envelope>) -> Result<()> {
         let Some(topic) = self.topic(topic) else {
             return Ok(());
         };
-        let deadline = Instant::now() + self.shared.config.publish_timeout;
-        let capacity = self.shared.config.capacity.max(1);
+        self.wait_for_room(&topic, &mut None).await?;
+        let groups = read(&topic.groups);
+        if let Some((last, others)) = groups.split_last() {
+            for group in others {
+                group.push(std::iter::once(Item::new(Arc::clone(&item))));
+            }
+            last.push(std::iter::once(Item::new(item)));
+        }
+        Ok(())
+    }
+
+    /// Publishes events in order, as many at a time as fit in every group.
+    async fn publish_items(&self, topic: &str, mut items: Vec<Arc<Envelope>>) -> Result<()> {
+        let Some(topic) = self.topic(topic) else {
+            return Ok(());
+        };
+        let mut deadline = None;
         while !items.is_empty() {
-            // Phase 1: wait until every group has room (all or nothing on timeout).
-            let room = loop {
-                if self.shared.closed.load(Ordering::Relaxed) {
-                    return Err(Error::Closed);
-                }
-                let groups = read(&topic.groups).clone();
-                let mut room = usize::MAX;
-                let mut full = None;
-                for group in &groups {
-                    let free = capacity.saturating_sub(group.len());
-                    if free == 0 {
-                        full = Some(Arc::clone(group));
-                        break;
-                    }
-                    room = room.min(free);
-                }
-                match full {
-                    None => break room,
-                    Some(group) => {
-                        group
-                            .wait_for_room(capacity, deadline)
-                            .await
-                            .map_err(|()| Error::Timeout {
-                                operation: "publish",
-                                after: self.shared.config.publish_timeout,
-                            })?;
-                    }
-                }
+            let room = self.wait_for_room(&topic, &mut deadline).await?;
+            let rest = if room < items.len() {
+                items.split_off(room)
+            } else {
+                Vec::new()
             };
-            // Phase 2: push the part of the batch that fits everywhere.
-            let take = room.min(items.len());
-            let rest = items.split_off(take);
             let groups = read(&topic.groups);
             if let Some((last, others)) = groups.split_last() {
                 for group in others {
@@ -278,7 +296,7 @@ impl MemoryBus {
 impl Publisher for MemoryBus {
     async fn publish(&self, topic: &str, event: Envelope) -> Result<()> {
         self.check(&event)?;
-        self.publish_items(topic, vec![Arc::new(event)]).await
+        self.publish_one(topic, Arc::new(event)).await
     }
 
     async fn publish_batch(&self, topic: &str, events: Vec<Envelope>) -> Result<()> {

@@ -1,6 +1,6 @@
 //! What a handler knows about the event it handles.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use archon_core::context::Metadata;
 
@@ -25,7 +25,8 @@ pub struct EventContext {
     handler: Arc<str>,
     attempt: u32,
     system: &'static str,
-    metadata: Arc<Metadata>,
+    /// Read from the envelope on first use.
+    metadata: OnceLock<Metadata>,
 }
 
 impl EventContext {
@@ -38,7 +39,6 @@ impl EventContext {
         handler: impl Into<Arc<str>>,
         attempt: u32,
     ) -> Self {
-        let metadata = Arc::new(envelope.metadata());
         Self {
             envelope,
             topic: topic.into(),
@@ -46,7 +46,7 @@ impl EventContext {
             handler: handler.into(),
             attempt,
             system: "unknown",
-            metadata,
+            metadata: OnceLock::new(),
         }
     }
 
@@ -67,6 +67,12 @@ impl EventContext {
     pub fn topic(&self) -> &str {
         &self.topic
     }
+    pub(crate) fn shared_topic(&self) -> Arc<str> {
+        Arc::clone(&self.topic)
+    }
+    pub(crate) fn shared_group(&self) -> Arc<str> {
+        Arc::clone(&self.group)
+    }
     /// The consumer group.
     pub fn group(&self) -> &str {
         &self.group
@@ -85,11 +91,11 @@ impl EventContext {
     }
     /// Trace, correlation, causation and tenant context the producer sent.
     pub fn metadata(&self) -> &Metadata {
-        &self.metadata
+        self.metadata.get_or_init(|| self.envelope.metadata())
     }
     /// Context for events and calls caused by this event: same trace and correlation, a new
     /// span, `causation_id` = this event's id.
     pub fn follow_up_metadata(&self) -> Metadata {
-        self.metadata.caused_by(self.envelope.id())
+        self.metadata().caused_by(self.envelope.id())
     }
 }

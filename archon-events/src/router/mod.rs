@@ -322,7 +322,33 @@ impl Router {
 
     /// Adds a batch handler: it gets up to `options.max_size` events at once. `Ok` acks them
     /// all; an error settles each like a single handler's would. Events that fail to decode are
-    /// dead-lettered one by one and left out of the batch.
+    /// dead-lettered one by one and left out of the batch. One batch runs at a time (the route's
+    /// concurrency is not used) and router layers do not wrap batch handlers.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> archon_events::Result<()> {
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use archon_events::router::{BatchOptions, EventContext, HandlerError, Route, Router};
+    /// use archon_events::{Event, MemoryBus};
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Reading { value: f64 }
+    /// impl Event for Reading { const TYPE: &'static str = "com.example.reading.v1"; }
+    ///
+    /// let router = Router::new(Arc::new(MemoryBus::new()))
+    ///     .batch_route(
+    ///         Route::new("readings", "archiver"),
+    ///         BatchOptions::new(500, Duration::from_millis(100)),
+    ///         |batch: Vec<(EventContext, Reading)>| async move {
+    ///             let _sum: f64 = batch.iter().map(|(_, r)| r.value).sum();
+    ///             Ok::<(), HandlerError>(())
+    ///         },
+    ///     )
+    ///     .start()
+    ///     .await?;
+    /// router.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn batch_route<T, H, Fut>(mut self, route: Route, options: BatchOptions, handler: H) -> Self
     where
@@ -528,6 +554,8 @@ impl RunningRouter {
 #[derive(Debug, Default)]
 struct FailureLog {
     first: Mutex<HashMap<String, SystemTime>>,
+    /// Entries in `first`, so the success path skips the lock when there are none.
+    len: AtomicU64,
 }
 
 impl FailureLog {
@@ -538,14 +566,18 @@ impl FailureLog {
         if map.len() >= Self::MAX && !map.contains_key(key) {
             map.clear();
         }
-        *map.entry(key.to_owned()).or_insert(now)
+        let first = *map.entry(key.to_owned()).or_insert(now);
+        self.len.store(map.len() as u64, Ordering::Relaxed);
+        first
     }
 
     fn forget(&self, key: &str) {
-        let mut map = self.first.lock().unwrap_or_else(PoisonError::into_inner);
-        if !map.is_empty() {
-            map.remove(key);
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return;
         }
+        let mut map = self.first.lock().unwrap_or_else(PoisonError::into_inner);
+        map.remove(key);
+        self.len.store(map.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -587,14 +619,16 @@ impl RouteShared {
     }
 
     async fn settle(&self, delivery: Delivery, result: Result<(), HandlerError>) {
-        let key = delivery.envelope().dedupe_key();
         let outcome = match result {
             Ok(()) => {
                 self.stats.handled.fetch_add(1, Ordering::Relaxed);
-                self.failures.forget(&key);
+                if self.failures.len.load(Ordering::Relaxed) > 0 {
+                    self.failures.forget(&delivery.envelope().dedupe_key());
+                }
                 delivery.ack().await
             }
             Err(error) => {
+                let key = delivery.envelope().dedupe_key();
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 let now = SystemTime::now();
                 let first = self.failures.record(&key, now);
@@ -664,6 +698,9 @@ async fn run_single(
     service: HandlerService,
     lanes: usize,
 ) {
+    if lanes <= 1 {
+        return run_inline(shared, sub, service).await;
+    }
     let mut workers = JoinSet::new();
     let mut senders = Vec::with_capacity(lanes);
     for _ in 0..lanes {
@@ -714,6 +751,30 @@ async fn run_single(
     }
 }
 
+/// Handles one delivery and settles it; `false` when shutdown's deadline cancelled it.
+async fn handle(shared: &RouteShared, service: &mut HandlerService, delivery: Delivery) -> bool {
+    let ctx = shared.context(&delivery);
+    let call = async {
+        let ready = service.ready().await?;
+        ready.call(ctx).await
+    };
+    let result = tokio::select! {
+        result = AssertUnwindSafe(call).catch_unwind() => result,
+        () = shared.abort.cancelled() => {
+            shared.nack_now(delivery, true).await;
+            return false;
+        }
+    };
+    let result = result.unwrap_or_else(|panic| {
+        Err(HandlerError::new(
+            HandlerErrorKind::Panic,
+            panic_message(panic.as_ref()),
+        ))
+    });
+    shared.settle(delivery, result).await;
+    true
+}
+
 async fn run_lane(
     shared: Arc<RouteShared>,
     mut rx: mpsc::Receiver<Delivery>,
@@ -728,29 +789,33 @@ async fn run_lane(
                 None => break,
             },
         };
-        let ctx = shared.context(&delivery);
-        let call = async {
-            let ready = service.ready().await?;
-            ready.call(ctx).await
-        };
-        let result = tokio::select! {
-            result = AssertUnwindSafe(call).catch_unwind() => result,
-            () = shared.abort.cancelled() => {
-                shared.nack_now(delivery, true).await;
-                break;
-            }
-        };
-        let result = result.unwrap_or_else(|panic| {
-            Err(HandlerError::new(
-                HandlerErrorKind::Panic,
-                panic_message(panic.as_ref()),
-            ))
-        });
-        shared.settle(delivery, result).await;
+        if !handle(&shared, &mut service, delivery).await {
+            break;
+        }
     }
     rx.close();
     while let Ok(delivery) = rx.try_recv() {
         shared.nack_now(delivery, false).await;
+    }
+}
+
+/// One lane: handle deliveries in the fetch loop itself, no hand-over.
+async fn run_inline(shared: Arc<RouteShared>, mut sub: Subscription, mut service: HandlerService) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = shared.stop.cancelled() => break,
+            next = sub.next() => next,
+        };
+        match next {
+            None => break,
+            Some(Err(error)) => tracing::warn!(topic = &*shared.topic, %error, "fetch failed"),
+            Some(Ok(delivery)) => {
+                if !handle(&shared, &mut service, delivery).await {
+                    break;
+                }
+            }
+        }
     }
 }
 

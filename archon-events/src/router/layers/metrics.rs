@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
+use metrics::Label;
 use tower_service::Service;
 
 use crate::bus::{EventBus, Features, Publisher, SubscribeOptions, Subscriber, Subscription};
@@ -97,25 +98,22 @@ where
     }
 
     fn call(&mut self, ctx: EventContext) -> Self::Future {
-        let labels = [
-            (names::SYSTEM, ctx.system().to_owned()),
-            (names::DESTINATION, ctx.topic().to_owned()),
-            (names::GROUP, ctx.group().to_owned()),
+        let labels = vec![
+            Label::new(names::SYSTEM, ctx.system()),
+            Label::new(names::DESTINATION, ctx.shared_topic()),
+            Label::new(names::GROUP, ctx.shared_group()),
         ];
-        metrics::counter!(names::CONSUMED_MESSAGES, &labels).increment(1);
+        metrics::counter!(names::CONSUMED_MESSAGES, labels.iter()).increment(1);
         let start = Instant::now();
         let fut = self.inner.call(ctx);
         Box::pin(async move {
             let result = fut.await;
             let elapsed = start.elapsed().as_secs_f64();
-            match &result {
-                Ok(()) => metrics::histogram!(names::PROCESS_DURATION, &labels).record(elapsed),
-                Err(e) => {
-                    let [a, b, c] = labels;
-                    let labels = [a, b, c, (names::ERROR_TYPE, e.kind().as_str().to_owned())];
-                    metrics::histogram!(names::PROCESS_DURATION, &labels).record(elapsed);
-                }
+            let mut labels = labels;
+            if let Err(e) = &result {
+                labels.push(Label::new(names::ERROR_TYPE, e.kind().as_str()));
             }
+            metrics::histogram!(names::PROCESS_DURATION, labels).record(elapsed);
             result
         })
     }
