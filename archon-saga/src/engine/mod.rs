@@ -296,11 +296,11 @@ impl Engine {
             if !rec.status.is_active() {
                 return Ok(rec);
             }
-            // Events are a fast path; polling covers other instances and lagged receivers.
-            let _ = tokio::time::timeout(Duration::from_millis(50), async {
+            // Events from this instance are the fast path; polling covers other instances.
+            let _ = tokio::time::timeout(Duration::from_millis(250), async {
                 loop {
                     match rx.recv().await {
-                        Ok((sid, _)) if sid == id => return,
+                        Ok((sid, status)) if sid == id && !status.is_active() => return,
                         Ok(_) => {}
                         Err(broadcast::error::RecvError::Lagged(_)) => return,
                         Err(broadcast::error::RecvError::Closed) => {
