@@ -25,7 +25,6 @@ use std::{
 
 use archon_saga::{Engine, Saga, SagaStore, Step, StepContext, StepResult};
 
-
 fn secs() -> Duration {
     Duration::from_secs_f64(
         std::env::var("BENCH_SECS")
@@ -135,8 +134,13 @@ async fn memory_per_in_flight(store: Arc<dyn SagaStore>, n: usize) -> f64 {
         .unwrap();
     engine.start().await.unwrap();
     let before = rss_bytes();
-    for i in 0..n {
-        engine.start_saga(&saga, i as u32).await.unwrap();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(256) {
+        futures::future::join_all(chunk.iter().map(|i| engine.start_saga(&saga, *i as u32)))
+            .await
+            .into_iter()
+            .for_each(|r| {
+                r.unwrap();
+            });
     }
     while engine.in_flight() < n {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -268,13 +272,8 @@ fn main() {
             );
             let store =
                 Arc::new(archon_saga::SqliteStore::open(dir.path().join("mem.db")).unwrap());
-            let mem = memory_per_in_flight(store, 10_000).await;
-            line(
-                "memory per in-flight saga (10k waiting)",
-                mem,
-                "bytes",
-                None,
-            );
+            let mem = memory_per_in_flight(store, 5_000).await;
+            line("memory per in-flight saga (5k waiting)", mem, "bytes", None);
         }
         #[cfg(feature = "postgres")]
         {
