@@ -17,6 +17,9 @@ use crate::{Error, Result, SagaId};
 
 const BACKEND: &str = "postgres";
 const MAX_BATCH: usize = 512;
+/// Writer connections: while one batch waits for its commit, the next is sent on another, and
+/// the server flushes them together.
+const WRITERS: usize = 4;
 
 fn db(e: tokio_postgres::Error) -> Error {
     Error::backend(BACKEND, e)
@@ -137,7 +140,6 @@ impl PostgresStore {
     /// create the schema and tables if missing.
     pub async fn connect(config: &str, schema: &str) -> Result<Self> {
         let client = connect_client(config).await?;
-        let writer = connect_client(config).await?;
         let s = quote_ident(schema);
         client
             .batch_execute(&format!(
@@ -213,7 +215,11 @@ impl PostgresStore {
         let create_stmt = client.prepare(&sql.create).await.map_err(db)?;
         let write_stmt = client.prepare(&sql.write).await.map_err(db)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer_loop(writer, rx, Arc::clone(&sql)));
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..WRITERS {
+            let writer = connect_client(config).await?;
+            tokio::spawn(writer_loop(writer, Arc::clone(&rx), Arc::clone(&sql)));
+        }
         Ok(Self {
             create_stmt,
             write_stmt,
@@ -286,7 +292,11 @@ fn closed() -> Error {
     Error::backend(BACKEND, "writer task stopped")
 }
 
-async fn writer_loop(client: Client, mut rx: mpsc::UnboundedReceiver<Cmd>, sql: Arc<Sql>) {
+async fn writer_loop(
+    client: Client,
+    rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Cmd>>>,
+    sql: Arc<Sql>,
+) {
     let Ok(create) = client.prepare(&sql.create).await else {
         return;
     };
@@ -294,7 +304,12 @@ async fn writer_loop(client: Client, mut rx: mpsc::UnboundedReceiver<Cmd>, sql: 
         return;
     };
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        // Take the next batch; the lock is released before committing it, so another writer
+        // collects the following batch meanwhile.
+        if rx.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
         let outcome = commit_batch(&client, &create, &write, &batch).await;
         for (cmd, res) in batch.drain(..).zip(outcome) {
             let reply = match cmd {
