@@ -14,7 +14,7 @@ pub use self::{
         AfterPivot, BeforePivot, Compensatable, ErrorKind, Pivot, Retriable, RetryPolicy, Saga,
         SagaBuilder, SagaData, Step, StepContext, StepError, StepKind, StepResult, idempotency_key,
     },
-    engine::{Engine, EngineBuilder, SagaInspection},
+    engine::{Engine, EngineBuilder, SagaInspection, SagaListener},
     error::{Error, Result},
     store::{
         CrashMode, CrashingStore, HistoryEvent, ListQuery, MemoryStore, SagaRecord, SagaStatus,

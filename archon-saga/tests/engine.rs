@@ -566,3 +566,40 @@ async fn list_returns_oldest_first_and_concurrent_sagas_all_finish() {
     assert_eq!(store.durable_writes(), 50 * 4);
     e.shutdown().await;
 }
+
+#[tokio::test]
+async fn listener_sees_every_committed_transition_in_order() {
+    use std::sync::Mutex;
+    let ledger = Ledger::default();
+    let saga = abc_failing(&ledger, "listened");
+    let seen: Arc<Mutex<Vec<(String, SagaStatus)>>> = Arc::default();
+    let s2 = seen.clone();
+    let store = Arc::new(MemoryStore::new());
+    let e = Engine::builder(store.clone())
+        .register(&saga)
+        .listener(Arc::new(
+            move |r: &archon_saga::SagaRecord, ev: &archon_saga::HistoryEvent| {
+                s2.lock().unwrap().push((ev.event.clone(), r.status));
+            },
+        ))
+        .build()
+        .unwrap();
+    e.start().await.unwrap();
+    let id = e.start_saga(&saga, 0).await.unwrap();
+    e.wait(id).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let history: Vec<String> = e
+        .inspect(id)
+        .await
+        .unwrap()
+        .history
+        .into_iter()
+        .map(|h| h.event)
+        .collect();
+    assert_eq!(
+        seen.iter().map(|s| s.0.clone()).collect::<Vec<_>>(),
+        history
+    );
+    assert_eq!(seen.last().unwrap().1, SagaStatus::Compensated);
+    e.shutdown().await;
+}

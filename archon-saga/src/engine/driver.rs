@@ -103,6 +103,7 @@ async fn commit(inner: &Inner, def: &SagaDef, rec: &mut SagaRecord, next: Next) 
         record: rec.clone(),
         event: next.event,
     };
+    let event = t.event.clone();
     match inner.store.write(&t).await {
         Ok(cancel) => {
             rec.cancel_requested |= cancel;
@@ -112,7 +113,7 @@ async fn commit(inner: &Inner, def: &SagaDef, rec: &mut SagaRecord, next: Next) 
             return Flow::Stop;
         }
     }
-    let _ = inner.events.send((rec.id, rec.status));
+    inner.notify(rec, &event);
     let saga = def.name.clone();
     match rec.status {
         SagaStatus::Completed => {

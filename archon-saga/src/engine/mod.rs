@@ -3,6 +3,7 @@
 
 mod clock;
 mod driver;
+mod listener;
 mod operator;
 
 use std::{
@@ -21,7 +22,7 @@ use tokio::{
 use tracing::Instrument as _;
 
 use self::clock::{Clock, ms};
-pub use self::operator::SagaInspection;
+pub use self::{listener::SagaListener, operator::SagaInspection};
 use crate::{
     Error, HistoryEvent, Result, Saga, SagaData, SagaId, SagaRecord, SagaStatus, SagaStore,
     definition::SagaDef,
@@ -46,6 +47,7 @@ pub(crate) struct Inner {
     wake: Notify,
     shutdown: AtomicBool,
     poller: Mutex<Option<JoinHandle<()>>>,
+    listeners: Vec<Arc<dyn SagaListener>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -63,6 +65,13 @@ impl Inner {
         self.running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn notify(&self, record: &SagaRecord, event: &HistoryEvent) {
+        let _ = self.events.send((record.id, record.status));
+        for l in &self.listeners {
+            l.on_transition(record, event);
+        }
     }
 
     fn lease_until(&self, now: i64) -> i64 {
@@ -112,7 +121,6 @@ pub struct Engine {
 ///     .build()
 ///     .unwrap();
 /// ```
-#[derive(Debug)]
 pub struct EngineBuilder {
     store: Arc<dyn SagaStore>,
     defs: Vec<Arc<SagaDef>>,
@@ -120,9 +128,29 @@ pub struct EngineBuilder {
     lease: Duration,
     poll_interval: Duration,
     max_concurrent: usize,
+    listeners: Vec<Arc<dyn SagaListener>>,
+}
+
+impl std::fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("instance", &self.instance)
+            .field("definitions", &self.defs.len())
+            .field("lease", &self.lease)
+            .field("poll_interval", &self.poll_interval)
+            .field("max_concurrent", &self.max_concurrent)
+            .field("listeners", &self.listeners.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl EngineBuilder {
+    /// Add a [`SagaListener`] told about every committed transition.
+    pub fn listener(mut self, listener: Arc<dyn SagaListener>) -> Self {
+        self.listeners.push(listener);
+        self
+    }
+
     /// Register a definition (name + version). An engine only runs sagas of registered
     /// definitions.
     pub fn register<D: SagaData>(mut self, saga: &Saga<D>) -> Self {
@@ -185,6 +213,7 @@ impl EngineBuilder {
                 wake: Notify::new(),
                 shutdown: AtomicBool::new(false),
                 poller: Mutex::new(None),
+                listeners: self.listeners,
             }),
         })
     }
@@ -205,6 +234,7 @@ impl Engine {
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             max_concurrent: 1024,
+            listeners: Vec::new(),
         }
     }
 
@@ -274,10 +304,9 @@ impl Engine {
         rec.owner = Some(inner.instance.clone());
         rec.fence = 1;
         rec.lease_until = inner.lease_until(now);
-        inner
-            .store
-            .create(&rec, &HistoryEvent::new(now, "started"))
-            .await?;
+        let started = HistoryEvent::new(now, "started");
+        inner.store.create(&rec, &started).await?;
+        inner.notify(&rec, &started);
         metrics::counter!("archon_saga_started_total", "saga" => def.name.clone()).increment(1);
         spawn_driver(inner, rec);
         Ok(id)
@@ -296,11 +325,11 @@ impl Engine {
             if !rec.status.is_active() {
                 return Ok(rec);
             }
-            // Events are a fast path; polling covers other instances and lagged receivers.
-            let _ = tokio::time::timeout(Duration::from_millis(50), async {
+            // Events from this instance are the fast path; polling covers other instances.
+            let _ = tokio::time::timeout(Duration::from_millis(250), async {
                 loop {
                     match rx.recv().await {
-                        Ok((sid, _)) if sid == id => return,
+                        Ok((sid, status)) if sid == id && !status.is_active() => return,
                         Ok(_) => {}
                         Err(broadcast::error::RecvError::Lagged(_)) => return,
                         Err(broadcast::error::RecvError::Closed) => {

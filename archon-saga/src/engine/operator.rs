@@ -199,7 +199,7 @@ impl Engine {
             event: HistoryEvent::new(now, event),
         };
         inner.store.write(&t).await?;
-        let _ = inner.events.send((id, rec.status));
+        inner.notify(&rec, &t.event);
         inner.wake.notify_one();
         Ok(rec)
     }

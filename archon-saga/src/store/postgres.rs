@@ -2,10 +2,13 @@
 //! fencing tokens; work is claimed with `FOR UPDATE SKIP LOCKED`; concurrent writes are
 //! committed together (group commit).
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use async_trait::async_trait;
-use futures::future::try_join_all;
+use futures::future::join_all;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, NoTls, Row};
 
@@ -14,14 +17,25 @@ use crate::{Error, Result, SagaId};
 
 const BACKEND: &str = "postgres";
 const MAX_BATCH: usize = 512;
+/// Writer connections: while one batch waits for its commit, the next is sent on another, and
+/// the server flushes them together.
+const WRITERS: usize = 4;
 
 fn db(e: tokio_postgres::Error) -> Error {
     Error::backend(BACKEND, e)
 }
 
 enum Cmd {
-    Create(Box<SagaRecord>, String, oneshot::Sender<Result<()>>),
-    Write(Box<Transition>, String, oneshot::Sender<Result<bool>>),
+    Create(
+        Box<SagaRecord>,
+        String,
+        oneshot::Sender<Result<Option<bool>>>,
+    ),
+    Write(
+        Box<Transition>,
+        String,
+        oneshot::Sender<Result<Option<bool>>>,
+    ),
 }
 
 struct Sql {
@@ -58,6 +72,13 @@ pub struct PostgresStore {
     writes: mpsc::UnboundedSender<Cmd>,
     schema: String,
     sql: Arc<Sql>,
+    load_stmt: tokio_postgres::Statement,
+    renew_stmt: tokio_postgres::Statement,
+    create_stmt: tokio_postgres::Statement,
+    write_stmt: tokio_postgres::Statement,
+    /// Writes in flight: when none are, a write goes straight to the server (one round trip,
+    /// no hand-off); when some are, it joins the writer task's next batch.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -119,7 +140,6 @@ impl PostgresStore {
     /// create the schema and tables if missing.
     pub async fn connect(config: &str, schema: &str) -> Result<Self> {
         let client = connect_client(config).await?;
-        let writer = connect_client(config).await?;
         let s = quote_ident(schema);
         client
             .batch_execute(&format!(
@@ -182,9 +202,30 @@ impl PostgresStore {
             ),
             select: format!("SELECT {COLUMNS} FROM {s}.sagas"),
         });
+        let load_stmt = client
+            .prepare(&format!("{} WHERE id = $1", sql.select))
+            .await
+            .map_err(db)?;
+        let renew_stmt = client
+            .prepare(&format!(
+                "UPDATE {s}.sagas SET lease_until = $3 WHERE id = $1 AND fence = $2"
+            ))
+            .await
+            .map_err(db)?;
+        let create_stmt = client.prepare(&sql.create).await.map_err(db)?;
+        let write_stmt = client.prepare(&sql.write).await.map_err(db)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer_loop(writer, rx, Arc::clone(&sql)));
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..WRITERS {
+            let writer = connect_client(config).await?;
+            tokio::spawn(writer_loop(writer, Arc::clone(&rx), Arc::clone(&sql)));
+        }
         Ok(Self {
+            create_stmt,
+            write_stmt,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            load_stmt,
+            renew_stmt,
             client: Arc::new(client),
             writes: tx,
             schema: schema.to_owned(),
@@ -219,6 +260,29 @@ impl PostgresStore {
             .map(|_| ())
     }
 
+    /// Run the write directly if no other write is in flight (one round trip, no hand-off);
+    /// otherwise hand it to the group-commit writer and wait for its batch to commit.
+    async fn submit(
+        &self,
+        cmd: Cmd,
+        rx: oneshot::Receiver<Result<Option<bool>>>,
+    ) -> Result<Option<bool>> {
+        struct InFlight<'a>(&'a AtomicUsize);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _in_flight = InFlight(&self.in_flight);
+        if self.in_flight.fetch_add(1, Ordering::SeqCst) == 0 {
+            return run_one(&self.client, &self.create_stmt, &self.write_stmt, &cmd)
+                .await
+                .map_err(db);
+        }
+        self.writes.send(cmd).map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
     fn t(&self, table: &str) -> String {
         format!("{}.{table}", quote_ident(&self.schema))
     }
@@ -228,7 +292,11 @@ fn closed() -> Error {
     Error::backend(BACKEND, "writer task stopped")
 }
 
-async fn writer_loop(mut client: Client, mut rx: mpsc::UnboundedReceiver<Cmd>, sql: Arc<Sql>) {
+async fn writer_loop(
+    client: Client,
+    rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Cmd>>>,
+    sql: Arc<Sql>,
+) {
     let Ok(create) = client.prepare(&sql.create).await else {
         return;
     };
@@ -236,27 +304,92 @@ async fn writer_loop(mut client: Client, mut rx: mpsc::UnboundedReceiver<Cmd>, s
         return;
     };
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let outcome = commit_batch(&mut client, &create, &write, &batch).await;
+    loop {
+        // Take the next batch; the lock is released before committing it, so another writer
+        // collects the following batch meanwhile.
+        if rx.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        let outcome = commit_batch(&client, &create, &write, &batch).await;
         for (cmd, res) in batch.drain(..).zip(outcome) {
-            match (cmd, res) {
-                (Cmd::Create(r, _, reply), Ok(n)) => {
-                    let _ = reply.send(if n.is_some() {
-                        Ok(())
-                    } else {
-                        Err(Error::AlreadyExists(r.id))
-                    });
-                }
-                (Cmd::Write(t, _, reply), Ok(c)) => {
-                    let _ = reply.send(c.ok_or(Error::LeaseLost(t.record.id)));
-                }
-                (Cmd::Create(_, _, reply), Err(e)) => {
-                    let _ = reply.send(Err(Error::backend(BACKEND, e)));
-                }
-                (Cmd::Write(_, _, reply), Err(e)) => {
-                    let _ = reply.send(Err(Error::backend(BACKEND, e)));
-                }
-            }
+            let reply = match cmd {
+                Cmd::Create(_, _, reply) | Cmd::Write(_, _, reply) => reply,
+            };
+            let _ = reply.send(res.map_err(|e| Error::backend(BACKEND, e)));
+        }
+    }
+}
+
+async fn run_one(
+    client: &Client,
+    create: &tokio_postgres::Statement,
+    write: &tokio_postgres::Statement,
+    cmd: &Cmd,
+) -> Result<Option<bool>, tokio_postgres::Error> {
+    match cmd {
+        Cmd::Create(r, body, _) => {
+            let version = i64::from(r.version);
+            let step = i64::from(r.step);
+            let attempt = i64::from(r.attempt);
+            let status = r.status.as_str();
+            let key = r.definition_key();
+            let n = client
+                .execute(
+                    create,
+                    &[
+                        &r.id,
+                        &r.name,
+                        &version,
+                        &status,
+                        &r.compensating,
+                        &step,
+                        &attempt,
+                        &r.data,
+                        &r.wake_at,
+                        &r.deadline,
+                        &r.cancel_requested,
+                        &r.error,
+                        &r.owner,
+                        &r.fence,
+                        &r.lease_until,
+                        &r.created_at,
+                        &r.updated_at,
+                        &key,
+                        body,
+                    ],
+                )
+                .await?;
+            Ok::<_, tokio_postgres::Error>((n > 0).then_some(false))
+        }
+        Cmd::Write(t, body, _) => {
+            let r = &t.record;
+            let step = i64::from(r.step);
+            let attempt = i64::from(r.attempt);
+            let status = r.status.as_str();
+            let row = client
+                .query_opt(
+                    write,
+                    &[
+                        &r.id,
+                        &t.expected_fence,
+                        &status,
+                        &r.compensating,
+                        &step,
+                        &attempt,
+                        &r.data,
+                        &r.wake_at,
+                        &r.deadline,
+                        &r.cancel_requested,
+                        &r.error,
+                        &r.owner,
+                        &r.fence,
+                        &r.lease_until,
+                        &r.updated_at,
+                        body,
+                    ],
+                )
+                .await?;
+            row.map(|row| row.try_get::<_, bool>(0)).transpose()
         }
     }
 }
@@ -264,89 +397,27 @@ async fn writer_loop(mut client: Client, mut rx: mpsc::UnboundedReceiver<Cmd>, s
 /// One transaction for the whole batch, statements pipelined. Per command: `Some(cancel flag)`
 /// if it applied, `None` if it did not (create: id taken; write: fence moved on).
 async fn commit_batch(
-    client: &mut Client,
+    client: &Client,
     create: &tokio_postgres::Statement,
     write: &tokio_postgres::Statement,
     batch: &[Cmd],
 ) -> Vec<Result<Option<bool>, String>> {
-    let run = async {
-        let tx = client.transaction().await?;
-        let results = try_join_all(batch.iter().map(|cmd| {
-            let tx = &tx;
-            async move {
-                match cmd {
-                    Cmd::Create(r, body, _) => {
-                        let version = i64::from(r.version);
-                        let step = i64::from(r.step);
-                        let attempt = i64::from(r.attempt);
-                        let status = r.status.as_str();
-                        let key = r.definition_key();
-                        let n = tx
-                            .execute(
-                                create,
-                                &[
-                                    &r.id,
-                                    &r.name,
-                                    &version,
-                                    &status,
-                                    &r.compensating,
-                                    &step,
-                                    &attempt,
-                                    &r.data,
-                                    &r.wake_at,
-                                    &r.deadline,
-                                    &r.cancel_requested,
-                                    &r.error,
-                                    &r.owner,
-                                    &r.fence,
-                                    &r.lease_until,
-                                    &r.created_at,
-                                    &r.updated_at,
-                                    &key,
-                                    body,
-                                ],
-                            )
-                            .await?;
-                        Ok::<_, tokio_postgres::Error>((n > 0).then_some(false))
-                    }
-                    Cmd::Write(t, body, _) => {
-                        let r = &t.record;
-                        let step = i64::from(r.step);
-                        let attempt = i64::from(r.attempt);
-                        let status = r.status.as_str();
-                        let row = tx
-                            .query_opt(
-                                write,
-                                &[
-                                    &r.id,
-                                    &t.expected_fence,
-                                    &status,
-                                    &r.compensating,
-                                    &step,
-                                    &attempt,
-                                    &r.data,
-                                    &r.wake_at,
-                                    &r.deadline,
-                                    &r.cancel_requested,
-                                    &r.error,
-                                    &r.owner,
-                                    &r.fence,
-                                    &r.lease_until,
-                                    &r.updated_at,
-                                    body,
-                                ],
-                            )
-                            .await?;
-                        row.map(|row| row.try_get::<_, bool>(0)).transpose()
-                    }
-                }
-            }
-        }))
-        .await?;
-        tx.commit().await?;
-        Ok::<_, tokio_postgres::Error>(results)
+    let one = |cmd| run_one(client, create, write, cmd);
+    let result = if let [cmd] = batch {
+        // One statement (a single CTE) is atomic on its own: autocommit, one round trip.
+        one(cmd).await.map(|r| vec![r])
+    } else {
+        // BEGIN, every statement and COMMIT are pipelined: one round trip for the batch.
+        // A failed statement aborts the transaction (COMMIT then rolls back), and we report
+        // the whole batch as failed.
+        let begin = client.batch_execute("BEGIN");
+        let statements = join_all(batch.iter().map(one));
+        let commit = client.batch_execute("COMMIT");
+        let (b, results, c) = futures::join!(begin, statements, commit);
+        b.and_then(|()| results.into_iter().collect::<Result<Vec<_>, _>>())
+            .and_then(|r| c.map(|()| r))
     };
-    match run.await {
+    match result {
         Ok(results) => results.into_iter().map(Ok).collect(),
         Err(e) => {
             let msg = e.to_string();
@@ -363,38 +434,29 @@ fn body_of(e: &HistoryEvent) -> Result<String> {
 impl SagaStore for PostgresStore {
     async fn create(&self, record: &SagaRecord, event: &HistoryEvent) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        self.writes
-            .send(Cmd::Create(
-                Box::new(record.clone()),
-                body_of(event)?,
-                reply,
-            ))
-            .map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())?
+        let cmd = Cmd::Create(Box::new(record.clone()), body_of(event)?, reply);
+        match self.submit(cmd, rx).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::AlreadyExists(record.id)),
+        }
     }
 
     async fn write(&self, transition: &Transition) -> Result<bool> {
         let (reply, rx) = oneshot::channel();
-        self.writes
-            .send(Cmd::Write(
-                Box::new(transition.clone()),
-                body_of(&transition.event)?,
-                reply,
-            ))
-            .map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())?
+        let cmd = Cmd::Write(
+            Box::new(transition.clone()),
+            body_of(&transition.event)?,
+            reply,
+        );
+        self.submit(cmd, rx)
+            .await?
+            .ok_or(Error::LeaseLost(transition.record.id))
     }
 
     async fn renew(&self, id: SagaId, fence: i64, lease_until: i64) -> Result<()> {
         let n = self
             .client
-            .execute(
-                &format!(
-                    "UPDATE {} SET lease_until = $3 WHERE id = $1 AND fence = $2",
-                    self.t("sagas")
-                ),
-                &[&id, &fence, &lease_until],
-            )
+            .execute(&self.renew_stmt, &[&id, &fence, &lease_until])
             .await
             .map_err(db)?;
         if n == 0 {
@@ -459,7 +521,7 @@ impl SagaStore for PostgresStore {
     async fn load(&self, id: SagaId) -> Result<Option<SagaRecord>> {
         let row = self
             .client
-            .query_opt(&format!("{} WHERE id = $1", self.sql.select), &[&id])
+            .query_opt(&self.load_stmt, &[&id])
             .await
             .map_err(db)?;
         row.as_ref().map(from_row).transpose()
