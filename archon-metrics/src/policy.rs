@@ -13,6 +13,8 @@
 //! ```
 
 use metrics::{Counter, Gauge, Histogram, Label, SharedString};
+use tracing::Span;
+use tracing::field::Empty;
 
 use crate::names::{self, attr};
 
@@ -315,6 +317,48 @@ impl SagaMetrics {
     pub fn finished(&self, outcome: SagaOutcome, seconds: f64) {
         self.executions[outcome.index()].increment(1);
         self.durations[outcome.index()].record(seconds);
+    }
+
+    /// A span for one execution of the saga, `saga {name}`, child of the current span. Record
+    /// the outcome on it with `span.record("archon.saga.outcome", outcome.as_str())`.
+    ///
+    /// ```
+    /// let m = archon_metrics::policy::SagaMetrics::new("checkout");
+    /// let span = m.span("saga-42");
+    /// let _step = span.in_scope(|| m.step_span("reserve-stock"));
+    /// ```
+    pub fn span(&self, saga_id: &str) -> Span {
+        let span = tracing::info_span!(
+            target: "archon_metrics::saga",
+            "saga",
+            otel.name = %format_args!("saga {}", self.name),
+            otel.kind = "internal",
+            archon.saga.name = &*self.name,
+            archon.saga.id = saga_id,
+            archon.saga.outcome = Empty,
+            trace_id = Empty,
+            span_id = Empty,
+        );
+        crate::otel::record_ids(&span);
+        span
+    }
+
+    /// A span for one step (or compensation) of the saga, `saga {name} {step}`, child of the
+    /// current span (normally [`span`](Self::span)).
+    pub fn step_span(&self, step: &str) -> Span {
+        let span = tracing::info_span!(
+            target: "archon_metrics::saga",
+            "saga step",
+            otel.name = %format_args!("saga {} {step}", self.name),
+            otel.kind = "internal",
+            archon.saga.name = &*self.name,
+            archon.saga.step.name = step,
+            archon.saga.outcome = Empty,
+            trace_id = Empty,
+            span_id = Empty,
+        );
+        crate::otel::record_ids(&span);
+        span
     }
 
     /// A step (or its compensation, with outcome `Compensated`) took `seconds`.

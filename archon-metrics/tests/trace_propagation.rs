@@ -283,6 +283,40 @@ async fn event_headers_carry_the_trace_from_producer_to_consumer() {
     );
 }
 
+#[test]
+fn saga_steps_are_children_of_the_saga_span() {
+    telemetry();
+    let saga = archon_metrics::policy::SagaMetrics::new("checkout-trace-test");
+    let span = saga.span("saga-1");
+    span.in_scope(|| {
+        saga.step_span("reserve").in_scope(|| {});
+        saga.step_span("charge").in_scope(|| {});
+    });
+    span.record("archon.saga.outcome", "completed");
+    drop(span);
+    let spans: Vec<SpanData> = all_spans()
+        .into_iter()
+        .filter(|s| s.name.starts_with("saga checkout-trace-test"))
+        .collect();
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    let root = spans
+        .iter()
+        .find(|s| s.name == "saga checkout-trace-test")
+        .unwrap();
+    assert_eq!(
+        attr(root, "archon.saga.outcome").map(|v| v.as_str().into_owned()),
+        Some("completed".to_owned())
+    );
+    for step in ["reserve", "charge"] {
+        let s = spans
+            .iter()
+            .find(|s| s.name == format!("saga checkout-trace-test {step}"))
+            .unwrap();
+        assert_eq!(s.parent_span_id, root.span_context.span_id());
+        assert_eq!(s.span_context.trace_id(), root.span_context.trace_id());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_traceparent_starts_a_new_trace() {
     telemetry();
