@@ -84,7 +84,7 @@ pub struct CircuitBreakerMetrics {
 impl CircuitBreakerMetrics {
     /// Registers the breaker's series (create it after [`install`](crate::install)).
     pub fn new(name: impl Into<String>) -> Self {
-        let name = SharedString::from_owned(name.into());
+        let name = crate::observe::shared(Into::<String>::into(name));
         let states = BreakerState::ALL.map(|state| {
             metrics::gauge!(
                 names::ARCHON_CIRCUIT_BREAKER_STATE_GAUGE.name,
@@ -148,7 +148,7 @@ pub struct BulkheadMetrics {
 impl BulkheadMetrics {
     /// Registers the bulkhead's series and records its permit limit.
     pub fn new(name: impl Into<String>, limit: usize) -> Self {
-        let name = SharedString::from_owned(name.into());
+        let name = crate::observe::shared(Into::<String>::into(name));
         metrics::gauge!(
             names::ARCHON_BULKHEAD_PERMITS_LIMIT.name,
             vec![policy_label(&name)]
@@ -200,7 +200,7 @@ pub struct RetryMetrics {
 impl RetryMetrics {
     /// Registers the policy's series.
     pub fn new(name: impl Into<String>) -> Self {
-        let name = SharedString::from_owned(name.into());
+        let name = crate::observe::shared(Into::<String>::into(name));
         let attempts = |outcome: &'static str| {
             metrics::counter!(
                 names::ARCHON_RETRY_ATTEMPTS.name,
@@ -297,7 +297,7 @@ pub struct SagaMetrics {
 impl SagaMetrics {
     /// Registers the saga's series.
     pub fn new(name: impl Into<String>) -> Self {
-        let name = SharedString::from_owned(name.into());
+        let name = crate::observe::shared(Into::<String>::into(name));
         let labels = |outcome: SagaOutcome| {
             vec![
                 Label::new(attr::ARCHON_SAGA_NAME, name.clone()),
@@ -390,7 +390,7 @@ pub struct OutboxMetrics {
 impl OutboxMetrics {
     /// Registers the outbox's series.
     pub fn new(name: impl Into<String>) -> Self {
-        let name = SharedString::from_owned(name.into());
+        let name = crate::observe::shared(Into::<String>::into(name));
         Self {
             lag: metrics::gauge!(names::ARCHON_OUTBOX_LAG.name, vec![policy_label(&name)]),
             pending: metrics::gauge!(

@@ -338,9 +338,15 @@ pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
         .and_then(|s| s.trim().parse().ok())
 }
 
+/// A label value whose clones (the exporter's retained key, per-call label vectors) share one
+/// allocation instead of copying the string.
+pub(crate) fn shared(value: impl Into<std::sync::Arc<str>>) -> SharedString {
+    SharedString::from_shared(value.into())
+}
+
 /// `package.Service/Method` from a gRPC request path.
 pub(crate) fn grpc_method(path: &str) -> SharedString {
-    SharedString::from_owned(path.trim_start_matches('/').to_owned())
+    shared(path.trim_start_matches('/'))
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 
 use archon_core::context::Metadata;
 use axum::extract::MatchedPath;
-use metrics::SharedString;
 use opentelemetry::trace::TraceContextExt as _;
 use tower_service::Service;
 use tracing::Span;
@@ -104,7 +103,7 @@ where
                 route: request
                     .extensions()
                     .get::<MatchedPath>()
-                    .map(|p| SharedString::from_owned(p.as_str().to_owned())),
+                    .map(|p| crate::observe::shared(p.as_str())),
                 scheme: None,
             }
         };
