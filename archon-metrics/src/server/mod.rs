@@ -100,10 +100,7 @@ where
         } else {
             Protocol::Http {
                 method: method_str(request.method()),
-                route: request
-                    .extensions()
-                    .get::<MatchedPath>()
-                    .map(|p| crate::observe::shared(p.as_str())),
+                route: request.extensions().get::<MatchedPath>().cloned(),
                 scheme: None,
             }
         };
@@ -132,7 +129,7 @@ where
 fn server_span<B>(request: &mut http::Request<B>, protocol: &Protocol) -> Span {
     let span = match protocol {
         Protocol::Http { method, route, .. } => {
-            let route = route.as_deref();
+            let route = route.as_ref().map(MatchedPath::as_str);
             tracing::info_span!(
                 target: "archon_metrics::server",
                 "HTTP request",
