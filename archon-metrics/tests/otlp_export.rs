@@ -182,3 +182,30 @@ fn unknown_traces_exporter_is_a_config_error() {
         "the child ran the case: {stdout}"
     );
 }
+
+#[test]
+fn grpc_export_outside_a_runtime_is_an_error_not_a_panic() {
+    if std::env::var_os(CHILD).is_some() {
+        let err = Tracing::from_env(&archon_core::ServiceInfo::new("svc", "1.0.0")).unwrap_err();
+        assert!(matches!(err, archon_metrics::Error::Exporter(_)), "{err}");
+        return;
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "grpc_export_outside_a_runtime_is_an_error_not_a_panic",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://127.0.0.1:9")
+        .env_remove("OTEL_TRACES_EXPORTER")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran the case: {stdout}"
+    );
+}
