@@ -74,6 +74,13 @@ fn benches(c: &mut Criterion) {
             black_box(observed.clone().oneshot(client_request()).await.unwrap())
         });
     });
+    let bare = ServiceBuilder::new()
+        .layer(ObserveClientLayer::new().metrics(false).tracing(false))
+        .service(echo);
+    group.bench_function("observe_client_off", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(bare.clone().oneshot(client_request()).await.unwrap()) });
+    });
     group.finish();
 
     let mut group = c.benchmark_group("counter");
@@ -81,6 +88,20 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             metrics::counter!("archon.retry.attempts", "archon.policy.name" => "orders", "archon.retry.outcome" => "retried")
                 .increment(black_box(1));
+        });
+    });
+    group.bench_function("red_labels_macro_5_labels", |b| {
+        // What the client layer records per request: a label vector, then the recorder lookup.
+        let address = metrics::SharedString::from_shared(std::sync::Arc::from("orders.internal"));
+        b.iter(|| {
+            let labels = vec![
+                metrics::Label::from_static_parts("http.request.method", "GET"),
+                metrics::Label::from_static_parts("url.scheme", "http"),
+                metrics::Label::from_static_parts("http.response.status_code", "200"),
+                metrics::Label::new("server.address", address.clone()),
+                metrics::Label::from_static_parts("server.port", "8080"),
+            ];
+            metrics::histogram!("http.client.request.duration", labels).record(black_box(0.001));
         });
     });
     let bus = MessagingInstruments::new("nats", "orders.created");

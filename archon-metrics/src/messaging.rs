@@ -68,7 +68,11 @@ impl MessagingInstruments {
     /// Instruments for producers (and consumers without a group) of `destination` on `system`
     /// (one of [`crate::names::value::messaging_system`]).
     pub fn new(system: &'static str, destination: impl Into<String>) -> Self {
-        Self::build(system, SharedString::from_owned(destination.into()), None)
+        Self::build(
+            system,
+            crate::observe::shared(Into::<String>::into(destination)),
+            None,
+        )
     }
 
     /// The same destination, consumed by `group`.
@@ -77,7 +81,7 @@ impl MessagingInstruments {
         Self::build(
             self.system,
             self.destination,
-            Some(SharedString::from_owned(group.into())),
+            Some(crate::observe::shared(Into::<String>::into(group))),
         )
     }
 

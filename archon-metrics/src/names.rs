@@ -86,6 +86,8 @@ pub mod attr {
     pub const ARCHON_RETRY_OUTCOME: &str = "archon.retry.outcome";
     /// The saga's type name.
     pub const ARCHON_SAGA_NAME: &str = "archon.saga.name";
+    /// One saga execution's id (spans only, never a metric label).
+    pub const ARCHON_SAGA_ID: &str = "archon.saga.id";
     /// The step's name.
     pub const ARCHON_SAGA_STEP_NAME: &str = "archon.saga.step.name";
     /// `completed`, `compensated`, `failed` (saga) or `succeeded`, `failed`, `compensated` (step).

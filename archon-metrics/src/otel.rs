@@ -98,6 +98,20 @@ impl Tracing {
 
     #[cfg(feature = "otlp")]
     fn otlp(service: &ServiceInfo) -> Result<Self> {
+        let protocol = [
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ]
+        .iter()
+        .filter_map(|key| std::env::var(key).ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .find(|v| matches!(v.as_str(), "grpc" | "http/protobuf" | "http/json"));
+        if protocol.as_deref() == Some("grpc") && tokio::runtime::Handle::try_current().is_err() {
+            // tonic would panic building its channel: say so instead.
+            return Err(Error::Exporter(
+                "OTLP over gRPC needs a Tokio runtime: build the tracer inside one".into(),
+            ));
+        }
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .build()
             .map_err(|e| Error::Exporter(Box::new(e)))?;

@@ -13,6 +13,8 @@
 //! ```
 
 use metrics::{Counter, Gauge, Histogram, Label, SharedString};
+use tracing::Span;
+use tracing::field::Empty;
 
 use crate::names::{self, attr};
 
@@ -82,7 +84,7 @@ pub struct CircuitBreakerMetrics {
 impl CircuitBreakerMetrics {
     /// Registers the breaker's series (create it after [`install`](crate::install)).
     pub fn new(name: impl Into<String>) -> Self {
-        let name = SharedString::from_owned(name.into());
+        let name = crate::observe::shared(Into::<String>::into(name));
         let states = BreakerState::ALL.map(|state| {
             metrics::gauge!(
                 names::ARCHON_CIRCUIT_BREAKER_STATE_GAUGE.name,
@@ -146,7 +148,7 @@ pub struct BulkheadMetrics {
 impl BulkheadMetrics {
     /// Registers the bulkhead's series and records its permit limit.
     pub fn new(name: impl Into<String>, limit: usize) -> Self {
-        let name = SharedString::from_owned(name.into());
+        let name = crate::observe::shared(Into::<String>::into(name));
         metrics::gauge!(
             names::ARCHON_BULKHEAD_PERMITS_LIMIT.name,
             vec![policy_label(&name)]
@@ -198,7 +200,7 @@ pub struct RetryMetrics {
 impl RetryMetrics {
     /// Registers the policy's series.
     pub fn new(name: impl Into<String>) -> Self {
-        let name = SharedString::from_owned(name.into());
+        let name = crate::observe::shared(Into::<String>::into(name));
         let attempts = |outcome: &'static str| {
             metrics::counter!(
                 names::ARCHON_RETRY_ATTEMPTS.name,
@@ -295,7 +297,7 @@ pub struct SagaMetrics {
 impl SagaMetrics {
     /// Registers the saga's series.
     pub fn new(name: impl Into<String>) -> Self {
-        let name = SharedString::from_owned(name.into());
+        let name = crate::observe::shared(Into::<String>::into(name));
         let labels = |outcome: SagaOutcome| {
             vec![
                 Label::new(attr::ARCHON_SAGA_NAME, name.clone()),
@@ -315,6 +317,48 @@ impl SagaMetrics {
     pub fn finished(&self, outcome: SagaOutcome, seconds: f64) {
         self.executions[outcome.index()].increment(1);
         self.durations[outcome.index()].record(seconds);
+    }
+
+    /// A span for one execution of the saga, `saga {name}`, child of the current span. Record
+    /// the outcome on it with `span.record("archon.saga.outcome", outcome.as_str())`.
+    ///
+    /// ```
+    /// let m = archon_metrics::policy::SagaMetrics::new("checkout");
+    /// let span = m.span("saga-42");
+    /// let _step = span.in_scope(|| m.step_span("reserve-stock"));
+    /// ```
+    pub fn span(&self, saga_id: &str) -> Span {
+        let span = tracing::info_span!(
+            target: "archon_metrics::saga",
+            "saga",
+            otel.name = %format_args!("saga {}", self.name),
+            otel.kind = "internal",
+            archon.saga.name = &*self.name,
+            archon.saga.id = saga_id,
+            archon.saga.outcome = Empty,
+            trace_id = Empty,
+            span_id = Empty,
+        );
+        crate::otel::record_ids(&span);
+        span
+    }
+
+    /// A span for one step (or compensation) of the saga, `saga {name} {step}`, child of the
+    /// current span (normally [`span`](Self::span)).
+    pub fn step_span(&self, step: &str) -> Span {
+        let span = tracing::info_span!(
+            target: "archon_metrics::saga",
+            "saga step",
+            otel.name = %format_args!("saga {} {step}", self.name),
+            otel.kind = "internal",
+            archon.saga.name = &*self.name,
+            archon.saga.step.name = step,
+            archon.saga.outcome = Empty,
+            trace_id = Empty,
+            span_id = Empty,
+        );
+        crate::otel::record_ids(&span);
+        span
     }
 
     /// A step (or its compensation, with outcome `Compensated`) took `seconds`.
@@ -346,7 +390,7 @@ pub struct OutboxMetrics {
 impl OutboxMetrics {
     /// Registers the outbox's series.
     pub fn new(name: impl Into<String>) -> Self {
-        let name = SharedString::from_owned(name.into());
+        let name = crate::observe::shared(Into::<String>::into(name));
         Self {
             lag: metrics::gauge!(names::ARCHON_OUTBOX_LAG.name, vec![policy_label(&name)]),
             pending: metrics::gauge!(

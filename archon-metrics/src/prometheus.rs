@@ -147,6 +147,7 @@ pub fn install(config: &MetricsConfig) -> Result<MetricsHandle> {
         what: "metrics recorder",
     })?;
     names::describe_all();
+    crate::observe::series::enable();
     let upkeep = handle.clone();
     let interval = config.upkeep_interval;
     let spawned = std::thread::Builder::new()

@@ -1,7 +1,7 @@
 //! Recording through a registered handle allocates nothing (counted by a global allocator
 //! wrapper, with the real Prometheus recorder installed). The `metrics` macros, even with static
 //! labels, cost one small allocation per call inside the Prometheus exporter (`Key::to_retained`),
-//! which is why Archon's hot paths keep handles.
+//! which is why Archon's hot paths keep handles (the RED layers keep theirs per label set).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::alloc::System;
@@ -58,8 +58,8 @@ fn static_label_sets_do_not_allocate() {
     });
     eprintln!("counter! macro with static labels: {macro_path} allocations per call");
 
-    // The RED layer (metrics only), per request: measured and reported, bounded here so that a
-    // regression shows.
+    // The RED layer (metrics only), per request, once its series exists: no allocation either
+    // (the histogram's sample storage grows by one block per many samples, hence "< 0.1").
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -80,5 +80,5 @@ fn static_label_sets_do_not_allocate() {
         region.change().allocations as f64 / 100.0
     });
     eprintln!("ObserveServer (metrics only): {per_request} allocations per request");
-    assert!(per_request <= 4.0, "{per_request} allocations per request");
+    assert!(per_request < 0.1, "{per_request} allocations per request");
 }

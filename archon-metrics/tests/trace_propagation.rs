@@ -283,6 +283,71 @@ async fn event_headers_carry_the_trace_from_producer_to_consumer() {
     );
 }
 
+#[test]
+fn inject_current_writes_the_span_into_tonic_metadata_and_reqwest_headers() {
+    use archon_metrics::propagation::{self, MetadataMapCarrier};
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    telemetry();
+    let span = tracing::info_span!("outgoing");
+    let _entered = span.enter();
+    let expected = span.context().span().span_context().clone();
+    assert!(expected.is_valid());
+
+    // tonic: request metadata.
+    let mut request = tonic::Request::new(());
+    propagation::inject_current(&mut MetadataMapCarrier(request.metadata_mut()));
+    let back = propagation::extract(&MetadataMapCarrier(request.metadata_mut()));
+    assert_eq!(back.span().span_context().trace_id(), expected.trace_id());
+    assert_eq!(back.span().span_context().span_id(), expected.span_id());
+
+    // reqwest: an http::HeaderMap handed to `RequestBuilder::headers`.
+    let mut headers = http::HeaderMap::new();
+    propagation::inject_current(&mut headers);
+    let built = reqwest::Client::new()
+        .get("http://127.0.0.1:9/")
+        .headers(headers)
+        .build()
+        .unwrap();
+    let back = propagation::extract(built.headers());
+    assert_eq!(back.span().span_context().span_id(), expected.span_id());
+}
+
+#[test]
+fn saga_steps_are_children_of_the_saga_span() {
+    telemetry();
+    let saga = archon_metrics::policy::SagaMetrics::new("checkout-trace-test");
+    let span = saga.span("saga-1");
+    span.in_scope(|| {
+        saga.step_span("reserve").in_scope(|| {});
+        saga.step_span("charge").in_scope(|| {});
+    });
+    span.record("archon.saga.outcome", "completed");
+    drop(span);
+    let spans: Vec<SpanData> = all_spans()
+        .into_iter()
+        .filter(|s| s.name.starts_with("saga checkout-trace-test"))
+        .collect();
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    let root = spans
+        .iter()
+        .find(|s| s.name == "saga checkout-trace-test")
+        .unwrap();
+    assert_eq!(
+        attr(root, "archon.saga.outcome").map(|v| v.as_str().into_owned()),
+        Some("completed".to_owned())
+    );
+    for step in ["reserve", "charge"] {
+        let s = spans
+            .iter()
+            .find(|s| s.name == format!("saga checkout-trace-test {step}"))
+            .unwrap();
+        assert_eq!(s.parent_span_id, root.span_context.span_id());
+        assert_eq!(s.span_context.trace_id(), root.span_context.trace_id());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_traceparent_starts_a_new_trace() {
     telemetry();

@@ -1,6 +1,5 @@
 //! The layer that applies [`ObserveClient`].
 
-use metrics::SharedString;
 use tower_layer::Layer;
 
 use super::ObserveClient;
@@ -37,8 +36,8 @@ impl ObserveClientLayer {
     #[must_use]
     pub fn with_server(mut self, address: impl Into<String>, port: u16) -> Self {
         self.peer = Some(Peer {
-            address: Some(SharedString::from_owned(address.into())),
-            port: Some(SharedString::from_owned(port.to_string())),
+            address: Some(crate::observe::shared(Into::<String>::into(address))),
+            port: Some(crate::observe::shared(port.to_string())),
         });
         self
     }

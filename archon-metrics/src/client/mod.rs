@@ -6,7 +6,6 @@ pub use self::layer::ObserveClientLayer;
 
 use std::task::{Context, Poll};
 
-use metrics::SharedString;
 use tower_service::Service;
 use tracing::Span;
 use tracing::field::Empty;
@@ -91,7 +90,7 @@ where
             None => Peer {
                 address: uri
                     .host()
-                    .map(|h| SharedString::from_owned(h.trim_matches(['[', ']']).to_owned())),
+                    .map(|h| crate::observe::shared(h.trim_matches(['[', ']']))),
                 port: uri
                     .port_u16()
                     .or(match scheme {
@@ -99,7 +98,7 @@ where
                         Some("http") => Some(80),
                         _ => None,
                     })
-                    .map(|p| SharedString::from_owned(p.to_string())),
+                    .map(|p| crate::observe::shared(p.to_string())),
             },
         };
         let protocol = if is_grpc(&request) {

@@ -2,12 +2,13 @@
 //! a RED metric and on its span.
 
 mod body;
+pub(crate) mod series;
 
 pub use self::body::ObservedBody;
 
 use std::time::Instant;
 
-use metrics::{Label, SharedString};
+use metrics::SharedString;
 use tracing::Span;
 
 use crate::names::{self, attr, value};
@@ -25,7 +26,7 @@ pub(crate) enum Protocol {
     Http {
         method: &'static str,
         /// Matched route template (server) when known.
-        route: Option<SharedString>,
+        route: Option<axum::extract::MatchedPath>,
         scheme: Option<&'static str>,
     },
     Grpc {
@@ -142,7 +143,7 @@ impl CallData {
         if !self.metrics {
             return;
         }
-        let mut labels: Vec<Label> = Vec::with_capacity(7);
+        let mut labels = series::Labels::default();
         let name = match (&self.protocol, self.side) {
             (
                 Protocol::Http {
@@ -152,19 +153,16 @@ impl CallData {
                 },
                 side,
             ) => {
-                labels.push(Label::from_static_parts(attr::HTTP_REQUEST_METHOD, method));
+                labels.push(attr::HTTP_REQUEST_METHOD, method);
                 if let Some(scheme) = scheme {
-                    labels.push(Label::from_static_parts(attr::URL_SCHEME, scheme));
+                    labels.push(attr::URL_SCHEME, scheme);
                 }
                 if let Outcome::Http(status) = outcome {
-                    labels.push(Label::from_static_parts(
-                        attr::HTTP_RESPONSE_STATUS_CODE,
-                        status_str(status),
-                    ));
+                    labels.push(attr::HTTP_RESPONSE_STATUS_CODE, status_str(status));
                 }
                 if side == Side::Server {
                     if let Some(route) = route {
-                        labels.push(Label::new(attr::HTTP_ROUTE, route.clone()));
+                        labels.push(attr::HTTP_ROUTE, route.as_str());
                     }
                     names::HTTP_SERVER_REQUEST_DURATION.name
                 } else {
@@ -172,23 +170,19 @@ impl CallData {
                 }
             }
             (Protocol::Grpc { method }, side) => {
-                labels.push(Label::from_static_parts(attr::RPC_SYSTEM_NAME, value::GRPC));
+                labels.push(attr::RPC_SYSTEM_NAME, value::GRPC);
                 let code = match outcome {
                     Outcome::Grpc(code) => Some(code),
                     _ => None,
                 };
                 // An unknown method name comes from the caller: never let it become a series.
-                let method = if code == Some(GRPC_UNIMPLEMENTED) {
-                    SharedString::const_str(value::OTHER)
+                if code == Some(GRPC_UNIMPLEMENTED) {
+                    labels.push(attr::RPC_METHOD, value::OTHER);
                 } else {
-                    method.clone()
-                };
-                labels.push(Label::new(attr::RPC_METHOD, method));
+                    labels.push(attr::RPC_METHOD, method);
+                }
                 if let Some(code) = code {
-                    labels.push(Label::from_static_parts(
-                        attr::RPC_RESPONSE_STATUS_CODE,
-                        grpc_code_name(code),
-                    ));
+                    labels.push(attr::RPC_RESPONSE_STATUS_CODE, grpc_code_name(code));
                 }
                 if side == Side::Server {
                     names::RPC_SERVER_CALL_DURATION.name
@@ -199,16 +193,16 @@ impl CallData {
         };
         if self.side == Side::Client {
             if let Some(address) = &self.peer.address {
-                labels.push(Label::new(attr::SERVER_ADDRESS, address.clone()));
+                labels.push(attr::SERVER_ADDRESS, address);
             }
             if let Some(port) = &self.peer.port {
-                labels.push(Label::new(attr::SERVER_PORT, port.clone()));
+                labels.push(attr::SERVER_PORT, port);
             }
         }
         if let Some(error_type) = error_type {
-            labels.push(Label::from_static_parts(attr::ERROR_TYPE, error_type));
+            labels.push(attr::ERROR_TYPE, error_type);
         }
-        metrics::histogram!(name, labels).record(seconds);
+        series::record(name, &labels, seconds);
     }
 
     /// `error.type` per the conventions: HTTP 5xx on servers, 4xx and 5xx on clients; gRPC
@@ -338,9 +332,15 @@ pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
         .and_then(|s| s.trim().parse().ok())
 }
 
+/// A label value whose clones (the exporter's retained key, per-call label vectors) share one
+/// allocation instead of copying the string.
+pub(crate) fn shared(value: impl Into<std::sync::Arc<str>>) -> SharedString {
+    SharedString::from_shared(value.into())
+}
+
 /// `package.Service/Method` from a gRPC request path.
 pub(crate) fn grpc_method(path: &str) -> SharedString {
-    SharedString::from_owned(path.trim_start_matches('/').to_owned())
+    shared(path.trim_start_matches('/'))
 }
 
 #[cfg(test)]

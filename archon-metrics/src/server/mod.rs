@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 
 use archon_core::context::Metadata;
 use axum::extract::MatchedPath;
-use metrics::SharedString;
 use opentelemetry::trace::TraceContextExt as _;
 use tower_service::Service;
 use tracing::Span;
@@ -101,10 +100,7 @@ where
         } else {
             Protocol::Http {
                 method: method_str(request.method()),
-                route: request
-                    .extensions()
-                    .get::<MatchedPath>()
-                    .map(|p| SharedString::from_owned(p.as_str().to_owned())),
+                route: request.extensions().get::<MatchedPath>().cloned(),
                 scheme: None,
             }
         };
@@ -133,7 +129,7 @@ where
 fn server_span<B>(request: &mut http::Request<B>, protocol: &Protocol) -> Span {
     let span = match protocol {
         Protocol::Http { method, route, .. } => {
-            let route = route.as_deref();
+            let route = route.as_ref().map(MatchedPath::as_str);
             tracing::info_span!(
                 target: "archon_metrics::server",
                 "HTTP request",
