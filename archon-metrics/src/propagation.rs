@@ -94,8 +94,21 @@ pub fn extract<C: Extractor + ?Sized>(carrier: &C) -> Context {
 /// or client does before sending.
 ///
 /// ```
-/// let mut headers = std::collections::HashMap::<String, String>::new();
-/// archon_metrics::propagation::inject_current(&mut headers);
+/// use archon_metrics::propagation::{inject_current, MetadataMapCarrier};
+///
+/// // reqwest: build the headers, hand them to the request builder.
+/// let mut headers = http::HeaderMap::new();
+/// inject_current(&mut headers);
+/// let request = reqwest::Client::new().get("http://orders.internal/").headers(headers);
+///
+/// // tonic: the request's metadata.
+/// let mut call = tonic::Request::new(());
+/// inject_current(&mut MetadataMapCarrier(call.metadata_mut()));
+///
+/// // Event headers: any string map.
+/// let mut event_headers = std::collections::HashMap::<String, String>::new();
+/// inject_current(&mut event_headers);
+/// # drop(request);
 /// ```
 pub fn inject_current<C: Injector + Extractor + ?Sized>(carrier: &mut C) {
     inject_span(&tracing::Span::current(), carrier);
