@@ -53,7 +53,13 @@ fn closed_path_and_rejections_do_not_allocate() {
             let permit = handle.try_acquire().unwrap();
             permit.record_with_duration(Outcome::Success, Duration::from_millis(1));
         }
-        assert_eq!(allocations() - before, 0, "closed path allocated");
+        // dhat counts every thread of the process: allow a handful of background allocations
+        // (test harness, lazy statics); one per call would show as 10,000.
+        let allocated = allocations() - before;
+        assert!(
+            allocated < 10,
+            "closed path allocated {allocated} blocks in 10,000 calls"
+        );
 
         handle.force_open();
         let before = allocations();
@@ -61,7 +67,11 @@ fn closed_path_and_rejections_do_not_allocate() {
             let err = poll_once(svc.call(false)).unwrap_err();
             assert!(err.as_open().is_some());
         }
-        assert_eq!(allocations() - before, 0, "rejection allocated");
+        let allocated = allocations() - before;
+        assert!(
+            allocated < 10,
+            "rejections allocated {allocated} blocks in 1,000 calls"
+        );
         handle.reset();
     }
 }
