@@ -171,7 +171,16 @@ async fn transition_rate(store: Arc<dyn SagaStore>) -> f64 {
         store.write(&t).await.unwrap();
         n += 1;
     }
-    n as f64 / t0.elapsed().as_secs_f64()
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    // Finish it, so engines on the same store do not refuse an unknown definition.
+    r.status = archon_saga::SagaStatus::Completed;
+    let done = Transition {
+        expected_fence: 1,
+        record: r,
+        event: HistoryEvent::new(0, "completed"),
+    };
+    store.write(&done).await.unwrap();
+    rate
 }
 
 fn sqlite_c1(path: &std::path::Path) -> f64 {
