@@ -29,7 +29,7 @@ pub(super) async fn drive(inner: Arc<Inner>, mut rec: SagaRecord, cancel: Arc<No
 /// What a transition decides, before it is written.
 struct Next {
     event: HistoryEvent,
-    /// Keep the lease for a short in-process wait of this long (None = no wait).
+    /// Give the saga back (owner cleared): it ended, parked, or waits longer than half a lease.
     release: bool,
 }
 
@@ -64,7 +64,7 @@ async fn advance(inner: &Arc<Inner>, def: &SagaDef, rec: &mut SagaRecord, cancel
         if step == 0 || step > n {
             return Flow::Stop;
         }
-        compensate_one(inner, def, rec, step - 1, cancel).await
+        compensate_one(inner, def, rec, step - 1).await
     } else {
         if step >= n {
             return Flow::Stop;
@@ -78,7 +78,7 @@ async fn advance(inner: &Arc<Inner>, def: &SagaDef, rec: &mut SagaRecord, cancel
             };
             Some(begin_compensation(rec, step, now, why))
         } else {
-            forward_one(inner, def, rec, step, cancel).await
+            forward_one(inner, def, rec, step).await
         }
     };
     let Some(next) = next else {
@@ -258,13 +258,7 @@ fn corrupt(rec: &SagaRecord, e: serde_json::Error) -> String {
     .to_string()
 }
 
-async fn forward_one(
-    inner: &Inner,
-    def: &SagaDef,
-    rec: &mut SagaRecord,
-    i: usize,
-    _cancel: &Notify,
-) -> Option<Next> {
+async fn forward_one(inner: &Inner, def: &SagaDef, rec: &mut SagaRecord, i: usize) -> Option<Next> {
     let step = def.steps.get(i)?;
     let attempt = rec.attempt + 1;
     let ctx = StepContext::new(rec.id, &def.name, &step.name, i, attempt, false);
@@ -325,7 +319,6 @@ async fn compensate_one(
     def: &SagaDef,
     rec: &mut SagaRecord,
     j: usize,
-    _cancel: &Notify,
 ) -> Option<Next> {
     let step = def.steps.get(j)?;
     let now = inner.clock.now_ms();

@@ -74,9 +74,8 @@ CREATE TABLE IF NOT EXISTS sagas (
     updated_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sagas_status_wake ON sagas(status, wake_at);
-CREATE INDEX IF NOT EXISTS sagas_status_updated ON sagas(status, updated_at);
 CREATE TABLE IF NOT EXISTS saga_history (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     saga_id TEXT NOT NULL,
     body TEXT NOT NULL
 );
