@@ -251,7 +251,8 @@ where
                 if self.attempts == 1
                     && let Some(budget) = &self.budget
                 {
-                    budget.deposit();
+                    // Seconds granularity: the call's start time is close enough.
+                    budget.deposit_at(self.started);
                 }
                 return None;
             }
