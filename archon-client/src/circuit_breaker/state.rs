@@ -374,6 +374,32 @@ impl CircuitBreakerHandle {
         self.shared.word.load(Ordering::Acquire) >> STATE_BITS
     }
 
+    /// How long the breaker still rejects every call: the remaining wait when open,
+    /// `Duration::MAX` when forced open, `None` when it admits calls (closed, half-open,
+    /// disabled, metrics only, or open with its wait over).
+    ///
+    /// ```
+    /// let breaker = archon_client::circuit_breaker::CircuitBreakerHandle::new("x", Default::default()).unwrap();
+    /// assert_eq!(breaker.open_remaining(), None);
+    /// breaker.force_open();
+    /// assert_eq!(breaker.open_remaining(), Some(std::time::Duration::MAX));
+    /// ```
+    pub fn open_remaining(&self) -> Option<Duration> {
+        let shared = &self.shared;
+        match CircuitState::from_code(shared.word.load(Ordering::Acquire)) {
+            CircuitState::ForcedOpen => Some(Duration::MAX),
+            CircuitState::Open => {
+                let until = shared
+                    .since
+                    .load(Ordering::Relaxed)
+                    .saturating_add(shared.open_for.load(Ordering::Relaxed));
+                let now = shared.now_nanos();
+                (now < until).then(|| Duration::from_nanos(until - now))
+            }
+            _ => None,
+        }
+    }
+
     /// Rates over the current window.
     pub fn metrics(&self) -> WindowMetrics {
         let s = self.shared.window.snapshot(self.shared.now_sec());
