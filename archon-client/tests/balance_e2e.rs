@@ -77,3 +77,65 @@ async fn failing_endpoint_is_ejected_and_taken_back_after_recovery_wait() {
     }
     assert_eq!(bad.load(Ordering::SeqCst), 5);
 }
+
+#[tokio::test(start_paused = true)]
+async fn discovery_inserts_and_removes_as_resolution_changes() {
+    use archon_client::balance::discover;
+    use futures::StreamExt;
+    use std::net::SocketAddr;
+    use tower::discover::Change;
+
+    let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
+    let b: SocketAddr = "10.0.0.2:80".parse().unwrap();
+    let answers = Arc::new(std::sync::Mutex::new(vec![
+        Ok(vec![b]),
+        Err(std::io::Error::other("dns down")),
+        Ok(vec![a, b]),
+        Ok(vec![a]),
+    ]));
+    let script = answers.clone();
+    let mut changes = discover(
+        move || {
+            let next = script.lock().unwrap().pop().unwrap_or_else(|| Ok(vec![b]));
+            async move { next }
+        },
+        Duration::from_secs(30),
+        |addr| addr.port(),
+    );
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        match changes.next().await.unwrap().unwrap() {
+            Change::Insert(addr, port) => seen.push(format!("+{addr}/{port}")),
+            Change::Remove(addr) => seen.push(format!("-{addr}")),
+        }
+    }
+    // [a] -> [a, b] -> (failure: keep) -> [b]
+    assert_eq!(seen, ["+10.0.0.1:80/80", "+10.0.0.2:80/80", "-10.0.0.1:80"]);
+}
+
+#[tokio::test]
+async fn balancer_over_dns_discovery_calls_the_resolved_server() {
+    use archon_client::balance::{balanced_discover, dns};
+    let (url, hits) = server(200).await;
+    let port: u16 = url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let discovery = dns("127.0.0.1", port, Duration::from_secs(60), move |addr| {
+        let client = client.clone();
+        service_fn(move |()| {
+            let req = client.get(format!("http://{addr}/")).build().unwrap();
+            client.execute(req)
+        })
+    });
+    let mut lb = balanced_discover(discovery, "dns", &CircuitBreakerConfig::default()).unwrap();
+    for _ in 0..5 {
+        let resp = lb.ready().await.unwrap().call(()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 5);
+}
