@@ -93,6 +93,10 @@ pub(crate) fn grpc_code_is_failure(code: i32) -> bool {
 }
 
 pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
+    if headers.is_empty() {
+        // Spares parsing the header name on the hot path.
+        return None;
+    }
     headers
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())

@@ -14,6 +14,7 @@
 //! | [`rate_limit`] | client-side GCRA rate limit (governor), wait or reject |
 //! | [`timeout`] | overall deadline across retries and its `grpc-timeout` propagation (per attempt: tower's `Timeout`) |
 //! | [`fallback`] | selected errors become a fallback response |
+//! | [`balance`] | power-of-two-choices over a static endpoint list, outlier ejection by per-endpoint breakers |
 //! | `http` | reqwest client with named upstreams, per-route policies, JSON helpers, trace/correlation headers |
 //! | `grpc` | the stack around a tonic `Channel`, so generated clients work unchanged |
 //!
@@ -48,6 +49,7 @@
 //! # }
 //! ```
 
+pub mod balance;
 mod builder;
 pub mod bulkhead;
 pub mod circuit_breaker;

@@ -278,14 +278,16 @@ impl Permit {
     /// Records the call's outcome, timed from when the permit was taken.
     pub fn record(mut self, outcome: Outcome) {
         self.done = true;
-        let elapsed = self.started.elapsed();
-        self.shared.record(self.word, outcome, elapsed);
+        // One clock reading gives both the duration and the time-window second.
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.started);
+        self.shared.record(self.word, outcome, elapsed, Some(now));
     }
 
     /// Records the outcome with an explicit duration (for callers timing calls themselves).
     pub fn record_with_duration(mut self, outcome: Outcome, elapsed: Duration) {
         self.done = true;
-        self.shared.record(self.word, outcome, elapsed);
+        self.shared.record(self.word, outcome, elapsed, None);
     }
 }
 
@@ -370,6 +372,32 @@ impl CircuitBreakerHandle {
     /// The generation: grows by one on every transition.
     pub fn generation(&self) -> u64 {
         self.shared.word.load(Ordering::Acquire) >> STATE_BITS
+    }
+
+    /// How long the breaker still rejects every call: the remaining wait when open,
+    /// `Duration::MAX` when forced open, `None` when it admits calls (closed, half-open,
+    /// disabled, metrics only, or open with its wait over).
+    ///
+    /// ```
+    /// let breaker = archon_client::circuit_breaker::CircuitBreakerHandle::new("x", Default::default()).unwrap();
+    /// assert_eq!(breaker.open_remaining(), None);
+    /// breaker.force_open();
+    /// assert_eq!(breaker.open_remaining(), Some(std::time::Duration::MAX));
+    /// ```
+    pub fn open_remaining(&self) -> Option<Duration> {
+        let shared = &self.shared;
+        match CircuitState::from_code(shared.word.load(Ordering::Acquire)) {
+            CircuitState::ForcedOpen => Some(Duration::MAX),
+            CircuitState::Open => {
+                let until = shared
+                    .since
+                    .load(Ordering::Relaxed)
+                    .saturating_add(shared.open_for.load(Ordering::Relaxed));
+                let now = shared.now_nanos();
+                (now < until).then(|| Duration::from_nanos(until - now))
+            }
+            _ => None,
+        }
     }
 
     /// Rates over the current window.
@@ -506,7 +534,14 @@ impl Shared {
         }
     }
 
-    fn record(&self, word: u64, outcome: Outcome, elapsed: Duration) {
+    /// The time-window second of `now` (read from the clock only when not given).
+    fn second(&self, now: Option<Instant>) -> u64 {
+        now.unwrap_or_else(Instant::now)
+            .saturating_duration_since(self.epoch)
+            .as_secs()
+    }
+
+    fn record(&self, word: u64, outcome: Outcome, elapsed: Duration, now: Option<Instant>) {
         let state = CircuitState::from_code(word);
         if state == CircuitState::Disabled {
             return;
@@ -534,7 +569,11 @@ impl Shared {
         };
         match state {
             CircuitState::Closed | CircuitState::MetricsOnly => {
-                let snap = self.window.record(Code::new(failure, slow), self.now_sec());
+                let code = Code::new(failure, slow);
+                let snap = match &self.window {
+                    Window::Count(w) => w.record(code),
+                    Window::Time(w) => w.record(code, self.second(now)),
+                };
                 if state == CircuitState::Closed && self.should_open(snap) {
                     self.transition(word, CircuitState::Open);
                 }

@@ -210,13 +210,6 @@ pub(crate) enum Window {
 }
 
 impl Window {
-    pub(crate) fn record(&self, code: Code, now_sec: u64) -> Snapshot {
-        match self {
-            Self::Count(w) => w.record(code),
-            Self::Time(w) => w.record(code, now_sec),
-        }
-    }
-
     pub(crate) fn snapshot(&self, now_sec: u64) -> Snapshot {
         match self {
             Self::Count(w) => w.snapshot(),

@@ -110,8 +110,13 @@ impl RetryBudget {
     }
 
     fn now_sec(&self) -> u64 {
+        self.second_of(Instant::now())
+    }
+
+    /// Moves the window to the second of `at` and returns that second.
+    fn second_of(&self, at: Instant) -> u64 {
         let inner = &self.inner;
-        let now = inner.epoch.elapsed().as_secs();
+        let now = at.saturating_duration_since(inner.epoch).as_secs();
         let len = inner.buckets.len() as u64;
         let mut head = inner.head.load(Ordering::Acquire);
         while now > head {
@@ -137,11 +142,16 @@ impl RetryBudget {
 
     /// Earns tokens for one first attempt that needed no retry.
     pub fn deposit(&self) {
+        self.deposit_at(Instant::now());
+    }
+
+    /// Deposits as of `at` (a time the caller already read, to spare a clock reading).
+    pub(crate) fn deposit_at(&self, at: Instant) {
         let amount = self.inner.deposit;
         if amount == 0 {
             return;
         }
-        let now = self.now_sec();
+        let now = self.second_of(at);
         self.bucket(now).fetch_add(amount, Ordering::AcqRel);
         self.inner.balance.fetch_add(amount, Ordering::AcqRel);
     }

@@ -130,8 +130,10 @@ impl RetryConfig {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Settings {
+    /// Kept here (not beside the settings) so a per-call clone bumps one `Arc`, not two.
+    budget: Option<RetryBudget>,
     max_attempts: u32,
     backoff: ExponentialBackoff,
     max_elapsed: Duration,
@@ -162,7 +164,6 @@ struct Settings {
 #[derive(Debug)]
 pub struct RetryPolicy<C = DefaultRetryClassifier> {
     settings: Arc<Settings>,
-    budget: Option<RetryBudget>,
     classifier: C,
     attempts: u32,
     started: Instant,
@@ -173,7 +174,6 @@ impl<C: Clone> Clone for RetryPolicy<C> {
     fn clone(&self) -> Self {
         Self {
             settings: self.settings.clone(),
-            budget: self.budget.clone(),
             classifier: self.classifier.clone(),
             attempts: 0,
             started: Instant::now(),
@@ -198,12 +198,12 @@ impl RetryPolicy {
             .collect::<Vec<_>>();
         Self {
             settings: Arc::new(Settings {
+                budget: config.budget.map(RetryBudget::new),
                 max_attempts: config.max_attempts.max(1),
                 backoff: config.backoff,
                 max_elapsed: config.max_elapsed,
                 max_retry_after: config.max_retry_after,
             }),
-            budget: config.budget.map(RetryBudget::new),
             classifier: DefaultRetryClassifier::with_grpc_codes(codes),
             attempts: 0,
             started: Instant::now(),
@@ -215,7 +215,9 @@ impl<C> RetryPolicy<C> {
     /// Shares `budget` (e.g. one budget for every route of an upstream, or with hedging).
     #[must_use]
     pub fn with_budget(mut self, budget: Option<RetryBudget>) -> Self {
-        self.budget = budget;
+        let mut settings = Settings::clone(&self.settings);
+        settings.budget = budget;
+        self.settings = Arc::new(settings);
         self
     }
 
@@ -223,7 +225,6 @@ impl<C> RetryPolicy<C> {
     pub fn classifier<C2>(self, classifier: C2) -> RetryPolicy<C2> {
         RetryPolicy {
             settings: self.settings,
-            budget: self.budget,
             classifier,
             attempts: 0,
             started: self.started,
@@ -232,7 +233,7 @@ impl<C> RetryPolicy<C> {
 
     /// The shared budget.
     pub fn budget(&self) -> Option<&RetryBudget> {
-        self.budget.as_ref()
+        self.settings.budget.as_ref()
     }
 }
 
@@ -249,9 +250,10 @@ where
         let delay = match self.classifier.classify(result) {
             RetryAction::Success | RetryAction::Fail => {
                 if self.attempts == 1
-                    && let Some(budget) = &self.budget
+                    && let Some(budget) = &self.settings.budget
                 {
-                    budget.deposit();
+                    // Seconds granularity: the call's start time is close enough.
+                    budget.deposit_at(self.started);
                 }
                 return None;
             }
@@ -271,7 +273,7 @@ where
         if self.started.elapsed() + delay > settings.max_elapsed {
             return None;
         }
-        if let Some(budget) = &self.budget
+        if let Some(budget) = &self.settings.budget
             && !budget.withdraw()
         {
             metrics::counter!("archon_client_retry_budget_exhausted_total").increment(1);
