@@ -1,6 +1,8 @@
 //! # archon-events
 //!
-//! Archon's event bus: one publish/subscribe contract whatever the broker.
+//! Archon's event bus: one publish/subscribe contract whatever the broker. Services depend on
+//! this crate alone; broker backends (NATS JetStream, Redis Streams, RabbitMQ, PostgreSQL,
+//! Kafka) come as its cargo features and all pass the same conformance suite.
 //!
 //! - [`Publisher`] / [`Subscriber`] / [`EventBus`] / [`Delivery`]: the contract (at-least-once,
 //!   ack after handling, consumer groups, per-key order, flow control), written in the

@@ -22,8 +22,30 @@
 //! - **Cancellation.** Dropping a [`Subscription`] ends it; its unsettled deliveries can still be
 //!   settled. A bus that is closed ends every subscription stream and makes publish fail with
 //!   [`Error::Closed`](crate::Error::Closed).
+//! - **Redelivery.** `nack(delay)` delivers the event to the group again, not before `delay`
+//!   (where [`Features::delayed_nack`] is set; others redeliver at once or per broker policy);
+//!   [`Delivery::attempt`] counts deliveries to the group.
+//! - **Dead-lettering.** `dead_letter(reason)` publishes the event unchanged except for the
+//!   reason headers ([`dead_letter_headers`]) to the dead-letter topic
+//!   ([`SubscribeOptions::dead_letter_topic_for`]), then settles it; if that publish fails the
+//!   event stays for redelivery.
+//! - **Size.** Events over the backend's limit (1 MiB by default) fail at publish with
+//!   [`Error::TooLarge`](crate::Error::TooLarge), before anything is sent.
+//! - **Events nobody subscribed to.** A new group starts at [`SubscribeOptions::start`];
+//!   whether events published before any group existed are kept is the backend's
+//!   [`Features::new_subscriber_receives_old_events`].
 //! - **Thread safety.** Publishers and subscribers are `Send + Sync` and used concurrently.
 //! - **Errors.** Backends report failures with the meanings of [`Error`](crate::Error).
+//!
+//! # Writing a backend
+//!
+//! Implement [`Publisher`] (check [`Envelope::check_size`], carry the envelope with
+//! [`Envelope::to_binary`] or [`Envelope::to_structured`] for the broker's binding),
+//! [`Subscriber`] (decode with [`Envelope::from_wire`] and yield
+//! [`Delivery::new`] with an [`Acker`] that maps ack / nack / dead-letter / in-progress onto
+//! the broker's), [`EventBus`] with an honest [`Features`], keep a private error enum and
+//! convert it into [`Error::Backend`](crate::Error::Backend) or a meaning, then run the
+//! conformance suite (`conformance_tests!`, feature `conformance`) against the real broker.
 
 mod delivery;
 mod features;

@@ -28,6 +28,10 @@ pub(crate) struct Item {
 impl Item {
     pub(crate) fn new(env: Arc<Envelope>) -> Self {
         let key = env.partition_key().map(Arc::from);
+        Self::with_key(env, key)
+    }
+
+    pub(crate) fn with_key(env: Arc<Envelope>, key: Option<Arc<str>>) -> Self {
         Self {
             env,
             key,
@@ -169,8 +173,11 @@ impl Group {
     }
 
     pub(crate) fn push(&self, items: impl IntoIterator<Item = Item>) {
-        {
+        let wake = {
             let mut s = self.lock();
+            // Waiting fetchers saw an empty ready queue; if it was not empty they were woken
+            // already, so only the first event of a burst needs a wake-up.
+            let was_empty = s.ready.is_empty();
             for item in items {
                 s.len += 1;
                 if let Some(key) = &item.key {
@@ -183,8 +190,11 @@ impl Group {
                 s.ready.push_back(item);
             }
             self.len.store(s.len, Ordering::SeqCst);
+            was_empty && !s.ready.is_empty()
+        };
+        if wake {
+            self.wake_readers();
         }
-        self.wake_readers();
     }
 
     /// Waits until the group holds fewer than `capacity` events; `Err` at the deadline.

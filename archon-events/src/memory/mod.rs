@@ -256,12 +256,16 @@ impl MemoryBus {
             return Ok(());
         };
         self.wait_for_room(&topic, &mut None).await?;
+        let key: Option<Arc<str>> = item.partition_key().map(Arc::from);
         let groups = read(&topic.groups);
         if let Some((last, others)) = groups.split_last() {
             for group in others {
-                group.push(std::iter::once(Item::new(Arc::clone(&item))));
+                group.push(std::iter::once(Item::with_key(
+                    Arc::clone(&item),
+                    key.clone(),
+                )));
             }
-            last.push(std::iter::once(Item::new(item)));
+            last.push(std::iter::once(Item::with_key(item, key)));
         }
         Ok(())
     }
