@@ -1,5 +1,5 @@
-//! One trace across real services: A (axum) -HTTP-> B (axum) -gRPC-> C (tonic), exported to an
-//! in-memory span exporter; a producer/consumer hand-off through event headers; invalid incoming
+//! One trace across real services: A (axum) -HTTP-> B (axum) -gRPC-> C (tonic) -event->
+//! D (archon-events consumer), exported to an in-memory span exporter; a producer/consumer hand-off through event headers; invalid incoming
 //! `traceparent` headers; log lines carrying the OpenTelemetry ids; spans flushed on shutdown.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,13 +9,20 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use archon_core::config::LogConfig;
+use std::time::Duration;
+
+use archon_core::config::{HealthConfig, LogConfig};
+use archon_core::context::Metadata;
+use archon_core::health::{CheckKind, GrpcHealth, HealthRegistry};
+use archon_events::{Envelope, MemoryBus, Publisher as _, SubscribeOptions, Subscriber as _};
 use archon_metrics::messaging::MessagingInstruments;
 use archon_metrics::otel::Tracing;
 use archon_metrics::{ObserveClientLayer, ObserveServerLayer};
+use futures::StreamExt as _;
 use opentelemetry::trace::{SpanId, SpanKind, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
 use tower::{ServiceBuilder, ServiceExt as _};
+use tracing::Instrument as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 
 /// Log lines written by Archon's logging layer.
@@ -97,12 +104,18 @@ fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a opentelemetry::Value> {
 /// C: gRPC health. B: `/b` calls C. A: `/a/{n}` calls B. Returns A's address.
 async fn start_services() -> SocketAddr {
     let c = support::spawn_grpc_health(ObserveServerLayer::new()).await;
+    start_chain(c, "/a/{n}", "/b").await
+}
+
+/// B (`b_route`) calls the gRPC health service at `c`; A (`a_route`, one path parameter) calls B.
+/// Returns A's address.
+async fn start_chain(c: SocketAddr, a_route: &str, b_route: &'static str) -> SocketAddr {
     let channel = ServiceBuilder::new()
         .layer(ObserveClientLayer::new().with_server("127.0.0.1", c.port()))
         .service(support::channel(c).await);
     let b_app = axum::Router::new()
         .route(
-            "/b",
+            b_route,
             axum::routing::get(move || {
                 let channel = channel.clone();
                 async move {
@@ -125,11 +138,11 @@ async fn start_services() -> SocketAddr {
         .service(support::http_client());
     let a_app = axum::Router::new()
         .route(
-            "/a/{n}",
+            a_route,
             axum::routing::get(move || {
                 let client = client.clone();
                 async move {
-                    let request = http::Request::get(format!("http://{b}/b"))
+                    let request = http::Request::get(format!("http://{b}{b_route}"))
                         .body(String::new())
                         .unwrap();
                     let response = client.oneshot(request).await.unwrap();
@@ -281,6 +294,137 @@ async fn event_headers_carry_the_trace_from_producer_to_consumer() {
         attr(process, "messaging.consumer.group.name").map(|v| v.as_str().into_owned()),
         Some("billing".to_owned())
     );
+}
+
+/// C: the standard gRPC health service whose readiness check publishes an event to `bus` on
+/// every `Check` (inside C's server span, as a real handler would). Returns C's address.
+async fn spawn_publishing_c(bus: MemoryBus) -> SocketAddr {
+    let registry = HealthRegistry::new(HealthConfig {
+        cache_ttl: Duration::ZERO,
+        ..HealthConfig::default()
+    });
+    registry.register("publishes", CheckKind::Readiness, move || {
+        let bus = bus.clone();
+        async move {
+            let producer = MessagingInstruments::new("memory", "orders.checked");
+            let mut headers: HashMap<String, String> = HashMap::new();
+            let send = producer.send_span(&mut headers);
+            let event = Envelope::builder("/c", "com.example.order.checked.v1")
+                .metadata(&Metadata::extract(&headers))
+                .build()?;
+            bus.publish("orders.checked", event)
+                .instrument(send)
+                .await?;
+            Ok(())
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .layer(ObserveServerLayer::new())
+            .add_service(GrpcHealth::new(registry).into_server())
+            .serve_with_incoming(incoming)
+            .await
+            .unwrap();
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_across_http_grpc_and_the_event_bus() {
+    telemetry();
+    let bus = MemoryBus::new();
+    // D consumes from its own task: a consumer span continued from the event's context.
+    let mut subscription = bus
+        .subscribe("orders.checked", SubscribeOptions::group("d"))
+        .await
+        .unwrap();
+    let (handled, was_handled) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let consumer =
+            MessagingInstruments::new("memory", "orders.checked").with_consumer_group("d");
+        let delivery = subscription.next().await.unwrap().unwrap();
+        let mut headers: HashMap<String, String> = HashMap::new();
+        delivery.envelope().metadata().inject(&mut headers);
+        let process = consumer.process_span(&headers);
+        process.in_scope(|| tracing::info!("D handles the event"));
+        drop(process);
+        delivery.ack().await.unwrap();
+        handled.send(()).unwrap();
+    });
+    let c = spawn_publishing_c(bus.clone()).await;
+    let a = start_chain(c, "/order/{n}", "/check").await;
+
+    let response = reqwest::get(format!("http://{a}/order/9")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    tokio::time::timeout(Duration::from_secs(10), was_handled)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let roots: Vec<SpanData> = all_spans()
+        .into_iter()
+        .filter(|s| s.name == "GET /order/{n}")
+        .collect();
+    assert_eq!(roots.len(), 1, "one request to A: {roots:#?}");
+    let trace_id = roots[0].span_context.trace_id();
+    let spans = spans_of(trace_id);
+    let by_name = |name: &str, kind: SpanKind| -> SpanData {
+        let found: Vec<&SpanData> = spans
+            .iter()
+            .filter(|s| s.name == name && s.span_kind == kind)
+            .collect();
+        assert_eq!(found.len(), 1, "one {kind:?} span {name}: {spans:#?}");
+        found[0].clone()
+    };
+    let id = |s: &SpanData| s.span_context.span_id();
+    let a_server = by_name("GET /order/{n}", SpanKind::Server);
+    let a_client = by_name("GET", SpanKind::Client);
+    let b_server = by_name("GET /check", SpanKind::Server);
+    let b_client = by_name("grpc.health.v1.Health/Check", SpanKind::Client);
+    let c_server = by_name("grpc.health.v1.Health/Check", SpanKind::Server);
+    let c_send = by_name("send orders.checked", SpanKind::Producer);
+    let d_process = by_name("process orders.checked", SpanKind::Consumer);
+    assert_eq!(
+        a_server.parent_span_id,
+        SpanId::INVALID,
+        "A starts the trace"
+    );
+    assert_eq!(a_client.parent_span_id, id(&a_server));
+    assert_eq!(b_server.parent_span_id, id(&a_client), "HTTP hop");
+    assert_eq!(b_client.parent_span_id, id(&b_server));
+    assert_eq!(c_server.parent_span_id, id(&b_client), "gRPC hop");
+    assert_eq!(
+        c_send.parent_span_id,
+        id(&c_server),
+        "C publishes inside its call"
+    );
+    assert_eq!(d_process.parent_span_id, id(&c_send), "event hop");
+    assert!(d_process.parent_span_is_remote);
+    let links: Vec<_> = d_process.links.iter().collect();
+    assert_eq!(links.len(), 1, "D links to the producer");
+    assert_eq!(links[0].span_context.span_id(), id(&c_send));
+    assert_eq!(
+        attr(&d_process, "messaging.consumer.group.name").map(|v| v.as_str().into_owned()),
+        Some("d".to_owned())
+    );
+
+    // The correlation id minted by A crossed HTTP, gRPC and the bus.
+    let correlation = |s: &SpanData| attr(s, "correlation_id").map(|v| v.as_str().into_owned());
+    let minted = correlation(&a_server).expect("A mints a correlation id");
+    assert_eq!(correlation(&d_process).as_deref(), Some(minted.as_str()));
+
+    // D's log line carries the trace.
+    let logs = String::from_utf8(telemetry().logs.0.lock().unwrap().clone()).unwrap();
+    let line = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "D handles the event")
+        .unwrap_or_else(|| panic!("no log line from D in:\n{logs}"));
+    assert_eq!(line["trace_id"], trace_id.to_string().as_str());
+    assert_eq!(line["span_id"], id(&d_process).to_string().as_str());
 }
 
 #[test]
