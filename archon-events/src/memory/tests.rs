@@ -143,3 +143,44 @@ async fn settling_twice_is_impossible_and_late_settles_work_after_the_stream_is_
     d.ack().await.unwrap();
     assert_eq!(bus.pending("t", "g"), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_delayed_nack_holds_back_later_events_of_the_same_key_only() {
+    let bus = MemoryBus::new();
+    let mut sub = bus
+        .subscribe("t", SubscribeOptions::group("g"))
+        .await
+        .unwrap();
+    let keyed = |n: usize, key: &str| {
+        Envelope::builder("/test", "test.v1")
+            .partition_key(key)
+            .data("text/plain", n.to_string())
+            .build()
+            .unwrap()
+    };
+    bus.publish("t", keyed(1, "a")).await.unwrap();
+    bus.publish("t", keyed(2, "a")).await.unwrap();
+    bus.publish("t", keyed(3, "b")).await.unwrap();
+    let body = |d: &crate::Delivery| String::from_utf8(d.envelope().data().to_vec()).unwrap();
+
+    let first = sub.next().await.unwrap().unwrap();
+    assert_eq!(body(&first), "1");
+    first.nack(Duration::from_secs(10)).await.unwrap();
+    // Key "b" is not held back by key "a".
+    let other = sub.next().await.unwrap().unwrap();
+    assert_eq!(body(&other), "3");
+    other.ack().await.unwrap();
+    // Event 2 of key "a" waits behind the delayed event 1.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .is_err()
+    );
+    let again = sub.next().await.unwrap().unwrap();
+    assert_eq!((body(&again), again.attempt()), ("1".to_owned(), 2));
+    again.ack().await.unwrap();
+    let second = sub.next().await.unwrap().unwrap();
+    assert_eq!(body(&second), "2");
+    second.ack().await.unwrap();
+    assert_eq!(bus.pending("t", "g"), 0);
+}
