@@ -292,6 +292,18 @@ instrument!(
     [ARCHON_POLICY_NAME]
 );
 instrument!(
+    /// Sagas started.
+    ARCHON_SAGA_STARTED, "archon.saga.started", "archon_saga_started_total",
+    Counter, Count, "Sagas started.",
+    [ARCHON_SAGA_NAME]
+);
+instrument!(
+    /// Step attempts scheduled for a retry after a transient failure.
+    ARCHON_SAGA_STEP_RETRIES, "archon.saga.step.retries", "archon_saga_step_retries_total",
+    Counter, Count, "Saga step retries scheduled after a transient failure.",
+    [ARCHON_SAGA_NAME, ARCHON_SAGA_STEP_NAME]
+);
+instrument!(
     /// Finished sagas by outcome.
     ARCHON_SAGA_EXECUTIONS, "archon.saga.executions", "archon_saga_executions_total",
     Counter, Count, "Sagas finished, by outcome.",
@@ -340,7 +352,9 @@ pub const ALL: &[Instrument] = &[
     ARCHON_BULKHEAD_REJECTED_CALLS,
     ARCHON_RETRY_ATTEMPTS,
     ARCHON_RETRY_BUDGET_REJECTIONS,
+    ARCHON_SAGA_STARTED,
     ARCHON_SAGA_EXECUTIONS,
+    ARCHON_SAGA_STEP_RETRIES,
     ARCHON_SAGA_DURATION,
     ARCHON_SAGA_STEP_DURATION,
     ARCHON_OUTBOX_LAG,

@@ -254,19 +254,20 @@ pub enum SagaOutcome {
     Completed,
     /// It failed and was compensated.
     Compensated,
-    /// It failed and could not be compensated (needs a person).
-    Failed,
+    /// It stopped and waits for an operator (a compensation or a step after the pivot kept
+    /// failing): archon-saga's `Parked`.
+    Parked,
 }
 
 impl SagaOutcome {
-    const ALL: [Self; 3] = [Self::Completed, Self::Compensated, Self::Failed];
+    const ALL: [Self; 3] = [Self::Completed, Self::Compensated, Self::Parked];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Completed => "completed",
             Self::Compensated => "compensated",
-            Self::Failed => "failed",
+            Self::Parked => "parked",
         }
     }
 
@@ -274,7 +275,7 @@ impl SagaOutcome {
         match self {
             Self::Completed => 0,
             Self::Compensated => 1,
-            Self::Failed => 2,
+            Self::Parked => 2,
         }
     }
 }

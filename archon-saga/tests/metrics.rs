@@ -131,26 +131,39 @@ fn engine_counts_started_completed_compensated_parked_retries_and_step_durations
             assert_eq!(calls.load(Ordering::SeqCst), 3);
         });
     });
-    assert_eq!(recorder.counter("archon_saga_started_total{saga=m-ok}"), 2);
     assert_eq!(
-        recorder.counter("archon_saga_completed_total{saga=m-ok}"),
+        recorder.counter("archon.saga.started{archon.saga.name=m-ok}"),
         2
     );
     assert_eq!(
-        recorder.counter("archon_saga_compensated_total{saga=m-fail}"),
+        recorder
+            .counter("archon.saga.executions{archon.saga.name=m-ok,archon.saga.outcome=completed}"),
+        2
+    );
+    assert_eq!(
+        recorder.counter(
+            "archon.saga.executions{archon.saga.name=m-fail,archon.saga.outcome=compensated}"
+        ),
         1
     );
-    assert_eq!(recorder.counter("archon_saga_parked_total{saga=m-park}"), 1);
     assert_eq!(
-        recorder.counter("archon_saga_step_retries_total{saga=m-park,step=r}"),
+        recorder
+            .counter("archon.saga.executions{archon.saga.name=m-park,archon.saga.outcome=parked}"),
+        1
+    );
+    assert_eq!(
+        recorder
+            .counter("archon.saga.step.retries{archon.saga.name=m-park,archon.saga.step.name=r}"),
         2
     );
     assert_eq!(
-        recorder.samples("archon_saga_step_duration_seconds{saga=m-ok,step=a}"),
+        recorder
+            .samples("archon.saga.step.duration{archon.saga.name=m-ok,archon.saga.step.name=a}"),
         2
     );
     assert_eq!(
-        recorder.samples("archon_saga_step_duration_seconds{saga=m-park,step=r}"),
+        recorder
+            .samples("archon.saga.step.duration{archon.saga.name=m-park,archon.saga.step.name=r}"),
         3
     );
 }

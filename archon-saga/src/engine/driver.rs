@@ -6,7 +6,7 @@ use futures::FutureExt as _;
 use tokio::sync::Notify;
 use tracing::Instrument as _;
 
-use super::{Inner, clock::ms, driver_done};
+use super::{Inner, clock::ms, driver_done, names};
 use crate::{
     Error, HistoryEvent, SagaRecord, SagaStatus, StepContext, StepError, StepKind, Transition,
     definition::{ErasedFn, Outcome, SagaDef},
@@ -114,19 +114,22 @@ async fn commit(inner: &Inner, def: &SagaDef, rec: &mut SagaRecord, next: Next) 
         }
     }
     inner.notify(rec, &event);
-    let saga = def.name.clone();
-    match rec.status {
-        SagaStatus::Completed => {
-            metrics::counter!("archon_saga_completed_total", "saga" => saga).increment(1);
-        }
-        SagaStatus::Compensated => {
-            metrics::counter!("archon_saga_compensated_total", "saga" => saga).increment(1);
-        }
+    let outcome = match rec.status {
+        SagaStatus::Completed => Some("completed"),
+        SagaStatus::Compensated => Some("compensated"),
         SagaStatus::Parked => {
-            metrics::counter!("archon_saga_parked_total", "saga" => saga).increment(1);
             tracing::warn!(error = ?rec.error, "saga parked");
+            Some("parked")
         }
-        _ => {}
+        _ => None,
+    };
+    if let Some(outcome) = outcome {
+        metrics::counter!(
+            names::SAGA_EXECUTIONS,
+            names::SAGA_NAME => def.name.clone(),
+            names::OUTCOME => outcome
+        )
+        .increment(1);
     }
     if release || !rec.status.is_active() {
         Flow::Stop
@@ -179,8 +182,12 @@ fn schedule_retry(
 ) -> Next {
     rec.wake_at = Some(now + ms(delay));
     rec.error = Some(err.to_string());
-    metrics::counter!("archon_saga_step_retries_total", "saga" => rec.name.clone(), "step" => step.to_owned())
-        .increment(1);
+    metrics::counter!(
+        names::SAGA_STEP_RETRIES,
+        names::SAGA_NAME => rec.name.clone(),
+        names::STEP_NAME => step.to_owned()
+    )
+    .increment(1);
     Next {
         event: HistoryEvent::new(now, "retry_scheduled")
             .step(step, rec.attempt)
@@ -231,8 +238,12 @@ async fn run_action(
             }
         }
     };
-    metrics::histogram!("archon_saga_step_duration_seconds", "saga" => saga, "step" => step_name)
-        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!(
+        names::SAGA_STEP_DURATION,
+        names::SAGA_NAME => saga,
+        names::STEP_NAME => step_name
+    )
+    .record(started.elapsed().as_secs_f64());
     Some(match result {
         None => Outcome::Failed(StepError::transient(format!(
             "timed out after {:?}",

@@ -3,7 +3,9 @@
 
 mod clock;
 mod driver;
+
 mod listener;
+mod names;
 mod operator;
 
 use std::{
@@ -307,7 +309,7 @@ impl Engine {
         let started = HistoryEvent::new(now, "started");
         inner.store.create(&rec, &started).await?;
         inner.notify(&rec, &started);
-        metrics::counter!("archon_saga_started_total", "saga" => def.name.clone()).increment(1);
+        metrics::counter!(names::SAGA_STARTED, names::SAGA_NAME => def.name.clone()).increment(1);
         spawn_driver(inner, rec);
         Ok(id)
     }
