@@ -71,6 +71,9 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The event bus (feature `events`) failed: subscribing to replies, publishing.
+    #[error("event bus: {0}")]
+    Bus(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl Error {

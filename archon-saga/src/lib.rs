@@ -3,6 +3,8 @@
 mod definition;
 mod engine;
 mod error;
+#[cfg(feature = "events")]
+pub mod events;
 mod store;
 
 #[cfg(feature = "postgres")]
