@@ -41,7 +41,7 @@ use tower_service::Service;
 
 use crate::builder::ResiliencePolicy;
 use crate::error::{Error, ErrorKind, Result};
-use crate::retry::RetryRequest;
+use crate::retry::{DefaultRetryClassifier, RetryAction, RetryClassifier, RetryRequest};
 use crate::timeout::GrpcTimeoutLayer;
 
 /// A gRPC channel with the resilience stack: give it to any generated client.
@@ -162,9 +162,14 @@ where
         .map_err(Into::<BoxError>::into)
         .service(transport);
     let stack = layer.wrap(bottom);
+    let retry = policy
+        .retry
+        .as_ref()
+        .map(|r| DefaultRetryClassifier::with_grpc_codes(r.grpc_codes().unwrap_or_default()));
     Ok(BoxCloneSyncService::new(Buffered {
         inner: stack,
         limit: max_replay_bytes,
+        retry,
     }))
 }
 
@@ -261,10 +266,47 @@ async fn buffer(body: Body, limit: usize) -> std::result::Result<ReplayBody, Box
     })
 }
 
+/// A retryable failure of a call that was not retried because its body was larger than
+/// `max_replay_bytes` (so it could not be sent again).
+///
+/// ```
+/// fn was_sent_once(err: &archon_core::BoxError) -> bool {
+///     err.is::<archon_client::grpc::SentOnce>()
+/// }
+/// # let _ = was_sent_once;
+/// ```
+#[derive(Debug)]
+pub struct SentOnce {
+    limit: usize,
+    source: BoxError,
+}
+
+impl SentOnce {
+    fn reason(limit: usize) -> String {
+        format!(
+            "not retried: the request body is larger than max_replay_bytes ({limit}) and cannot be replayed"
+        )
+    }
+}
+
+impl std::fmt::Display for SentOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", Self::reason(self.limit), self.source)
+    }
+}
+
+impl std::error::Error for SentOnce {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
 #[derive(Clone)]
 struct Buffered<S> {
     inner: S,
     limit: usize,
+    /// What the retry policy retries, to explain calls that could not be retried.
+    retry: Option<DefaultRetryClassifier>,
 }
 
 impl<S> Service<http::Request<Body>> for Buffered<S>
@@ -288,10 +330,36 @@ where
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let inner = self.inner.clone();
         let limit = self.limit;
+        let retry = self.retry;
         Box::pin(async move {
             let (parts, body) = req.into_parts();
             let body = buffer(body, limit).await?;
-            inner.oneshot(http::Request::from_parts(parts, body)).await
+            let replayable = matches!(body.kind, Kind::Full(_));
+            let mut result = inner.oneshot(http::Request::from_parts(parts, body)).await;
+            let Some(classifier) = retry.filter(|_| !replayable) else {
+                return result;
+            };
+            // The call would have been retried had its body been kept: say why it was not.
+            match classifier.classify(&result) {
+                RetryAction::Retry | RetryAction::RetryAfter(_) => {}
+                RetryAction::Success | RetryAction::Fail => return result,
+            }
+            match &mut result {
+                Ok(resp) => {
+                    let old = resp
+                        .headers()
+                        .get("grpc-message")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    let text = format!("{}: {old}", SentOnce::reason(limit));
+                    if let Ok(v) = http::HeaderValue::from_str(&text) {
+                        resp.headers_mut().insert("grpc-message", v);
+                    }
+                    result
+                }
+                Err(_) => result.map_err(|source| Box::new(SentOnce { limit, source }) as BoxError),
+            }
         })
     }
 }

@@ -168,3 +168,28 @@ async fn breaker_opens_on_unavailable_and_fails_fast() {
     }
     assert_eq!(server.calls.load(Ordering::SeqCst), 5);
 }
+
+#[tokio::test]
+async fn body_over_the_replay_limit_is_sent_once_and_says_why() {
+    let (endpoint, server) = start().await;
+    server.unavailable.store(usize::MAX, Ordering::SeqCst);
+    let mut cfg = GrpcConfig::new(endpoint, ResiliencePolicy::default().retry(retry()));
+    cfg.max_replay_bytes = 16;
+    let mut client = HealthClient::new(channel(&cfg).await.unwrap());
+    let err = client
+        .check(HealthCheckRequest {
+            service: "x".repeat(100),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(server.calls.load(Ordering::SeqCst), 1);
+    assert!(err.message().contains("not retried"), "{err:?}");
+
+    // A small body is retried as usual.
+    let err = client
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert_eq!(server.calls.load(Ordering::SeqCst), 1 + 4);
+}

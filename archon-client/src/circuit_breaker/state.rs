@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::config::{CircuitBreakerConfig, InvalidConfig, WindowType};
 use super::error::CircuitOpen;
-use super::window::{Code, CountWindow, Snapshot, TimeWindow, Window};
+use super::window::{Code, CountWindow, Padded, Snapshot, TimeWindow, Window};
 use crate::classify::Outcome;
 
 /// The state of a circuit breaker.
@@ -144,8 +144,9 @@ struct Shared {
     slow_ppm: u64,
     slow_nanos: u64,
     minimum_calls: u64,
-    /// State in the low 3 bits, generation above.
-    word: AtomicU64,
+    /// State in the low 3 bits, generation above. Read on every call, written on transitions
+    /// only: kept away from the window's counters.
+    word: Padded<AtomicU64>,
     window: Window,
     probes: AtomicU64,
     /// Nanoseconds since `epoch` when the current state was entered.
@@ -328,7 +329,7 @@ impl CircuitBreakerHandle {
                 minimum_calls: config.effective_minimum_calls(),
                 name,
                 config,
-                word: AtomicU64::new(CircuitState::Closed.code()),
+                word: Padded(AtomicU64::new(CircuitState::Closed.code())),
                 window,
                 probes: AtomicU64::new(0),
                 since: AtomicU64::new(0),

@@ -14,6 +14,19 @@ const FIELD_MASK: u64 = (1 << FIELD_BITS) - 1;
 /// Largest count a window (or one second of a time window) can hold.
 pub(crate) const MAX_COUNT: u64 = FIELD_MASK;
 
+/// Keeps a hot atomic on its own cache line(s), so that writes to it do not slow down reads of
+/// its neighbours (false sharing).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// One recorded outcome: bit 0 = recorded, bit 1 = failure, bit 2 = slow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Code(pub(crate) u8);
@@ -50,18 +63,18 @@ impl Snapshot {
 /// A true ring of the last `size` outcomes plus packed running totals.
 #[derive(Debug)]
 pub(crate) struct CountWindow {
-    next: AtomicU64,
+    next: Padded<AtomicU64>,
     slots: Box<[AtomicU8]>,
-    totals: AtomicU64,
+    totals: Padded<AtomicU64>,
 }
 
 impl CountWindow {
     pub(crate) fn new(size: u32) -> Self {
         let size = size.clamp(1, MAX_COUNT as u32);
         Self {
-            next: AtomicU64::new(0),
+            next: Padded(AtomicU64::new(0)),
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
-            totals: AtomicU64::new(0),
+            totals: Padded(AtomicU64::new(0)),
         }
     }
 
@@ -204,6 +217,8 @@ impl TimeWindow {
 
 /// Either window, dispatched by `match` (no trait object, no allocation).
 #[derive(Debug)]
+// The count window is large on purpose (cache-line padding); there is one per breaker.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Window {
     Count(CountWindow),
     Time(TimeWindow),
