@@ -61,6 +61,7 @@ pub mod grpc;
 pub mod hedge;
 #[cfg(feature = "http")]
 pub mod http;
+mod metric_names;
 pub mod rate_limit;
 pub mod retry;
 pub mod timeout;

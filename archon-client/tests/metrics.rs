@@ -63,35 +63,62 @@ fn breaker_and_bulkhead_metrics_use_the_documented_names() {
     let calls = |outcome| {
         find(
             &snap,
-            "archon_client_circuit_breaker_calls_total",
-            &[("breaker", "inv"), ("outcome", outcome)],
+            "archon.circuit_breaker.calls",
+            &[
+                ("archon.policy.name", "inv"),
+                ("archon.circuit_breaker.outcome", outcome),
+            ],
         )
     };
     assert_eq!(calls("success"), Some("counter 3".to_owned()));
     assert_eq!(calls("failure"), Some("counter 2".to_owned()));
-    assert_eq!(calls("rejected"), Some("counter 1".to_owned()));
     assert_eq!(
         find(
             &snap,
-            "archon_client_circuit_breaker_transitions_total",
-            &[("breaker", "inv"), ("from", "closed"), ("to", "open")],
+            "archon.circuit_breaker.rejected.calls",
+            &[("archon.policy.name", "inv")],
         ),
         Some("counter 1".to_owned())
     );
     assert_eq!(
         find(
             &snap,
-            "archon_client_circuit_breaker_state",
-            &[("breaker", "inv")]
+            "archon.circuit_breaker.transitions",
+            &[
+                ("archon.policy.name", "inv"),
+                ("archon.circuit_breaker.from_state", "closed"),
+                ("archon.circuit_breaker.to_state", "open"),
+            ],
         ),
-        Some("gauge 1".to_owned())
+        Some("counter 1".to_owned())
+    );
+    let state = |state| {
+        find(
+            &snap,
+            "archon.circuit_breaker.state",
+            &[
+                ("archon.policy.name", "inv"),
+                ("archon.circuit_breaker.state", state),
+            ],
+        )
+    };
+    assert_eq!(state("open"), Some("gauge 1".to_owned()));
+    assert_eq!(state("closed"), Some("gauge 0".to_owned()));
+    assert_eq!(state("half_open"), Some("gauge 0".to_owned()));
+    assert_eq!(
+        find(
+            &snap,
+            "archon.bulkhead.permits.limit",
+            &[("archon.policy.name", "inv")],
+        ),
+        Some("gauge 25".to_owned())
     );
     assert_eq!(
         find(
             &snap,
-            "archon_client_bulkhead_available_permits",
-            &[("bulkhead", "inv")],
+            "archon.bulkhead.permits.in_use",
+            &[("archon.policy.name", "inv")],
         ),
-        Some("gauge 25".to_owned())
+        Some("gauge 0".to_owned())
     );
 }

@@ -82,6 +82,8 @@ pub mod attr {
     pub const ARCHON_CIRCUIT_BREAKER_FROM_STATE: &str = "archon.circuit_breaker.from_state";
     /// The state a circuit breaker entered.
     pub const ARCHON_CIRCUIT_BREAKER_TO_STATE: &str = "archon.circuit_breaker.to_state";
+    /// Outcome of a call through a breaker: `success`, `failure`, `slow`, `ignored`.
+    pub const ARCHON_CIRCUIT_BREAKER_OUTCOME: &str = "archon.circuit_breaker.outcome";
     /// Why a retry attempt ended the way it did: `retried`, `exhausted`, `succeeded`.
     pub const ARCHON_RETRY_OUTCOME: &str = "archon.retry.outcome";
     /// The saga's type name.
@@ -292,6 +294,18 @@ instrument!(
     [ARCHON_POLICY_NAME]
 );
 instrument!(
+    /// Calls through a circuit breaker, by outcome.
+    ARCHON_CIRCUIT_BREAKER_CALLS, "archon.circuit_breaker.calls", "archon_circuit_breaker_calls_total",
+    Counter, Count, "Calls through a circuit breaker, by outcome.",
+    [ARCHON_POLICY_NAME, ARCHON_CIRCUIT_BREAKER_OUTCOME]
+);
+instrument!(
+    /// Hedged requests sent.
+    ARCHON_HEDGE_ATTEMPTS, "archon.hedge.attempts", "archon_hedge_attempts_total",
+    Counter, Count, "Hedged (second) requests sent.",
+    [ARCHON_POLICY_NAME]
+);
+instrument!(
     /// Sagas started.
     ARCHON_SAGA_STARTED, "archon.saga.started", "archon_saga_started_total",
     Counter, Count, "Sagas started.",
@@ -346,12 +360,14 @@ pub const ALL: &[Instrument] = &[
     MESSAGING_PROCESS_DURATION,
     ARCHON_CIRCUIT_BREAKER_STATE_GAUGE,
     ARCHON_CIRCUIT_BREAKER_TRANSITIONS,
+    ARCHON_CIRCUIT_BREAKER_CALLS,
     ARCHON_CIRCUIT_BREAKER_REJECTED_CALLS,
     ARCHON_BULKHEAD_PERMITS_IN_USE,
     ARCHON_BULKHEAD_PERMITS_LIMIT,
     ARCHON_BULKHEAD_REJECTED_CALLS,
     ARCHON_RETRY_ATTEMPTS,
     ARCHON_RETRY_BUDGET_REJECTIONS,
+    ARCHON_HEDGE_ATTEMPTS,
     ARCHON_SAGA_STARTED,
     ARCHON_SAGA_EXECUTIONS,
     ARCHON_SAGA_STEP_RETRIES,

@@ -1,7 +1,8 @@
 //! Every metric the other Archon crates emit is registered in `archon_metrics::names`, with
 //! label keys among the instrument's attributes: one vocabulary for the exporter, the
 //! dashboard and the docs. Each crate is driven for real (a saga on the memory store, events
-//! through the memory bus and the router) under a capturing recorder.
+//! through the memory bus and the router, a resilience stack in front of a failing service)
+//! under a capturing recorder.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
@@ -169,6 +170,75 @@ fn archon_events_emits_registered_names() {
         names::MESSAGING_CLIENT_CONSUMED_MESSAGES.name,
         names::MESSAGING_PROCESS_DURATION.name,
         names::MESSAGING_CLIENT_OPERATION_DURATION.name,
+    ] {
+        assert!(
+            seen.contains(expected),
+            "{expected} not emitted; saw {seen:?}"
+        );
+    }
+}
+
+#[test]
+fn archon_client_emits_registered_names() {
+    use archon_client::ResiliencePolicy;
+    use archon_client::bulkhead::BulkheadConfig;
+    use archon_client::circuit_breaker::CircuitBreakerConfig;
+    use archon_client::hedge::HedgeConfig;
+    use archon_client::retry::{ExponentialBackoff, RetryBudgetConfig, RetryConfig};
+    use tower::{Service as _, ServiceExt as _};
+
+    let captured = Captured::default();
+    metrics::with_local_recorder(&captured, || {
+        runtime().block_on(async {
+            let policy = ResiliencePolicy::default()
+                .retry(
+                    RetryConfig::default()
+                        .max_attempts(3)
+                        .backoff(ExponentialBackoff::new(
+                            Duration::from_millis(1),
+                            Duration::from_millis(2),
+                            2.0,
+                        ))
+                        .budget(Some(RetryBudgetConfig::default())),
+                )
+                .hedge(HedgeConfig {
+                    delay: Duration::from_millis(1),
+                })
+                .circuit_breaker(
+                    CircuitBreakerConfig::default()
+                        .count_window(4)
+                        .minimum_calls(4),
+                )
+                .bulkhead(BulkheadConfig {
+                    max_concurrent: 1,
+                    max_wait: Duration::ZERO,
+                });
+            // A server in trouble: every call is a slow 503.
+            let unavailable = tower::service_fn(|_req: http::Request<String>| async {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                Ok::<_, std::convert::Infallible>(
+                    http::Response::builder().status(503).body(()).unwrap(),
+                )
+            });
+            let mut svc = policy.build("inventory").unwrap().wrap(unavailable);
+            for _ in 0..10 {
+                let request = http::Request::get("http://inventory/items/7")
+                    .body(String::new())
+                    .unwrap();
+                let _ = svc.ready().await.unwrap().call(request).await;
+            }
+        });
+    });
+    let seen = captured.check();
+    for expected in [
+        names::ARCHON_CIRCUIT_BREAKER_CALLS.name,
+        names::ARCHON_CIRCUIT_BREAKER_STATE_GAUGE.name,
+        names::ARCHON_CIRCUIT_BREAKER_TRANSITIONS.name,
+        names::ARCHON_CIRCUIT_BREAKER_REJECTED_CALLS.name,
+        names::ARCHON_BULKHEAD_PERMITS_IN_USE.name,
+        names::ARCHON_BULKHEAD_PERMITS_LIMIT.name,
+        names::ARCHON_RETRY_ATTEMPTS.name,
+        names::ARCHON_HEDGE_ATTEMPTS.name,
     ] {
         assert!(
             seen.contains(expected),

@@ -86,6 +86,7 @@ impl<F, T> ResponseFuture<F, T> {
         let future = Box::pin(async move {
             let acquire = shared.semaphore.clone().acquire_owned();
             let Ok(Ok(permit)) = tokio::time::timeout(shared.max_wait, acquire).await else {
+                shared.rejected.increment(1);
                 return Err(BoxError::from(BulkheadFull::new()));
             };
             shared.report();

@@ -23,11 +23,16 @@ impl BulkheadLayer {
     /// A bulkhead named `name` (metrics label).
     pub fn new(name: &str, config: BulkheadConfig) -> Self {
         let max = config.max_concurrent.clamp(1, Semaphore::MAX_PERMITS);
+        use crate::metric_names as n;
         let shared = Shared {
             semaphore: Arc::new(Semaphore::new(max)),
+            max_concurrent: max,
             max_wait: config.max_wait,
-            gauge: metrics::gauge!("archon_client_bulkhead_available_permits", "bulkhead" => name.to_owned()),
+            in_use: metrics::gauge!(n::BULKHEAD_PERMITS_IN_USE, n::POLICY_NAME => name.to_owned()),
+            rejected: metrics::counter!(n::BULKHEAD_REJECTED_CALLS, n::POLICY_NAME => name.to_owned()),
         };
+        metrics::gauge!(n::BULKHEAD_PERMITS_LIMIT, n::POLICY_NAME => name.to_owned())
+            .set(max as f64);
         shared.report();
         Self {
             shared: Arc::new(shared),

@@ -1,8 +1,9 @@
 //! A bulkhead: at most N calls in flight, with a bounded wait for a slot.
 //!
 //! Rejection is the marker [`BulkheadFull`] (boxed without allocating: it has no fields). The
-//! slots left are exposed as the gauge `archon_client_bulkhead_available_permits{bulkhead}`
-//! and by [`BulkheadLayer::available_permits`].
+//! slots in use and the limit are the gauges `archon.bulkhead.permits.in_use` and
+//! `archon.bulkhead.permits.limit`, rejections the counter `archon.bulkhead.rejected.calls`
+//! (labelled `archon.policy.name`); the slots left are also [`BulkheadLayer::available_permits`].
 //!
 //! ```
 //! use std::time::Duration;
@@ -69,13 +70,17 @@ impl Default for BulkheadConfig {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) semaphore: Arc<Semaphore>,
+    pub(crate) max_concurrent: usize,
     pub(crate) max_wait: Duration,
-    pub(crate) gauge: metrics::Gauge,
+    pub(crate) in_use: metrics::Gauge,
+    pub(crate) rejected: metrics::Counter,
 }
 
 impl Shared {
     pub(crate) fn report(&self) {
-        self.gauge.set(self.semaphore.available_permits() as f64);
+        let free = self.semaphore.available_permits();
+        self.in_use
+            .set(self.max_concurrent.saturating_sub(free) as f64);
     }
 }
 
@@ -139,7 +144,10 @@ where
                     future::Slot::new(permit, self.shared.clone()),
                 )
             }
-            Err(_) if self.shared.max_wait.is_zero() => future::ResponseFuture::rejected(),
+            Err(_) if self.shared.max_wait.is_zero() => {
+                self.shared.rejected.increment(1);
+                future::ResponseFuture::rejected()
+            }
             Err(_) => {
                 let clone = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, clone);

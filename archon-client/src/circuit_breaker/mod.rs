@@ -16,11 +16,12 @@
 //!   [`disable`](CircuitBreakerHandle::disable),
 //!   [`metrics_only`](CircuitBreakerHandle::metrics_only), [`reset`](CircuitBreakerHandle::reset).
 //! - **Events**: a callback ([`CircuitBreakerHandle::on_transition`]), a `tracing` info event per
-//!   transition, and `metrics`: `archon_client_circuit_breaker_state` (gauge: 0 closed, 1 open,
-//!   2 half-open, 3 forced open, 4 disabled, 5 metrics only),
-//!   `archon_client_circuit_breaker_transitions_total{from,to}` and
-//!   `archon_client_circuit_breaker_calls_total{outcome}`, all labelled `breaker`. Handles are
-//!   registered when the breaker is built: install the metrics recorder first.
+//!   transition, and `metrics` under the names of `archon_metrics::names`:
+//!   `archon.circuit_breaker.state` (one gauge per state, 1 for the current one),
+//!   `archon.circuit_breaker.transitions` (`from_state`, `to_state`),
+//!   `archon.circuit_breaker.calls` (by outcome) and `archon.circuit_breaker.rejected.calls`,
+//!   all labelled `archon.policy.name`. Handles are registered when the breaker is built:
+//!   install the metrics recorder first.
 //! - **Keyed**: [`CircuitBreakerRegistry`] gives one breaker per key (host, endpoint, tenant),
 //!   bounded in size.
 //!

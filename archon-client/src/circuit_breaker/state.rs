@@ -167,16 +167,18 @@ struct Metrics {
     slow: metrics::Counter,
     ignored: metrics::Counter,
     rejected: metrics::Counter,
-    state: metrics::Gauge,
+    /// One gauge per state, indexed by its code.
+    states: [metrics::Gauge; CircuitState::ALL.len()],
 }
 
 impl Metrics {
     fn new(name: &Arc<str>) -> Self {
+        use crate::metric_names as n;
         let calls = |outcome: &'static str| {
             metrics::counter!(
-                "archon_client_circuit_breaker_calls_total",
-                "breaker" => name.to_string(),
-                "outcome" => outcome
+                n::BREAKER_CALLS,
+                n::POLICY_NAME => name.to_string(),
+                n::BREAKER_OUTCOME => outcome
             )
         };
         Self {
@@ -184,11 +186,21 @@ impl Metrics {
             failure: calls("failure"),
             slow: calls("slow"),
             ignored: calls("ignored"),
-            rejected: calls("rejected"),
-            state: metrics::gauge!(
-                "archon_client_circuit_breaker_state",
-                "breaker" => name.to_string()
-            ),
+            rejected: metrics::counter!(n::BREAKER_REJECTED_CALLS, n::POLICY_NAME => name.to_string()),
+            states: CircuitState::ALL.map(|state| {
+                metrics::gauge!(
+                    n::BREAKER_STATE,
+                    n::POLICY_NAME => name.to_string(),
+                    n::BREAKER_STATE_LABEL => state.as_str()
+                )
+            }),
+        }
+    }
+
+    /// 1 for `current`, 0 for every other state.
+    fn set_state(&self, current: CircuitState) {
+        for (state, gauge) in CircuitState::ALL.iter().zip(&self.states) {
+            gauge.set(if *state == current { 1.0 } else { 0.0 });
         }
     }
 }
@@ -320,7 +332,7 @@ impl CircuitBreakerHandle {
             WindowType::Time => Window::Time(TimeWindow::new(config.window_size)),
         };
         let metrics = Metrics::new(&name);
-        metrics.state.set(0.0);
+        metrics.set_state(CircuitState::Closed);
         Self {
             shared: Arc::new(Shared {
                 failure_ppm: percent_to_ppm(config.failure_rate_threshold),
@@ -672,12 +684,12 @@ impl Shared {
                 .store((generation << STATE_BITS) | to.code(), Ordering::Release);
         }
         let from = CircuitState::from_code(from_word);
-        self.metrics.state.set(to.code() as f64);
+        self.metrics.set_state(to);
         metrics::counter!(
-            "archon_client_circuit_breaker_transitions_total",
-            "breaker" => self.name.to_string(),
-            "from" => from.as_str(),
-            "to" => to.as_str()
+            crate::metric_names::BREAKER_TRANSITIONS,
+            crate::metric_names::POLICY_NAME => self.name.to_string(),
+            crate::metric_names::BREAKER_FROM_STATE => from.as_str(),
+            crate::metric_names::BREAKER_TO_STATE => to.as_str()
         )
         .increment(1);
         tracing::info!(

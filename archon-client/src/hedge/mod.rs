@@ -190,7 +190,7 @@ where
                 {
                     return primary.await;
                 }
-                metrics::counter!("archon_client_hedges_total").increment(1);
+                metrics::counter!(crate::metric_names::HEDGE_ATTEMPTS).increment(1);
                 let hedge = std::pin::pin!(service.oneshot(copy));
                 match select(primary, hedge).await {
                     // The first good answer wins; after a failure, wait for the other.

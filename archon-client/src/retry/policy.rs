@@ -276,11 +276,11 @@ where
         if let Some(budget) = &self.settings.budget
             && !budget.withdraw()
         {
-            metrics::counter!("archon_client_retry_budget_exhausted_total").increment(1);
+            metrics::counter!(crate::metric_names::RETRY_BUDGET_REJECTIONS).increment(1);
             self.classifier.on_budget_exhausted(result);
             return None;
         }
-        metrics::counter!("archon_client_retries_total").increment(1);
+        metrics::counter!(crate::metric_names::RETRY_ATTEMPTS).increment(1);
         Some(tokio::time::sleep(delay))
     }
 
