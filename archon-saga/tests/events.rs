@@ -20,14 +20,15 @@ struct Order {
 }
 
 /// A participant on `inventory.commands`: records every command id, answers when `answer`.
-fn spawn_participant(bus: Arc<dyn EventBus>, answer: bool) -> Arc<Mutex<Vec<String>>> {
+/// Subscribed before it returns, so no command is published before its group exists.
+async fn spawn_participant(bus: Arc<dyn EventBus>, answer: bool) -> Arc<Mutex<Vec<String>>> {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = Arc::clone(&seen);
+    let mut commands = bus
+        .subscribe("inventory.commands", SubscribeOptions::group("inventory"))
+        .await
+        .unwrap();
     tokio::spawn(async move {
-        let mut commands = bus
-            .subscribe("inventory.commands", SubscribeOptions::group("inventory"))
-            .await
-            .unwrap();
         while let Some(Ok(command)) = commands.next().await {
             record
                 .lock()
@@ -45,7 +46,8 @@ fn spawn_participant(bus: Arc<dyn EventBus>, answer: bool) -> Arc<Mutex<Vec<Stri
     seen
 }
 
-fn order_saga(commands: CommandBus) -> Saga<Order> {
+/// `reply_timeout`: how long the step waits for each reply.
+fn order_saga(commands: CommandBus, reply_timeout: Duration) -> Saga<Order> {
     Saga::<Order>::builder("reserve-via-bus")
         .step(
             Step::compensatable(
@@ -56,12 +58,7 @@ fn order_saga(commands: CommandBus) -> Saga<Order> {
                         let command = Envelope::builder("/orders", "com.example.reserve.v1")
                             .data("application/json", r#"{"sku":"A"}"#);
                         let reply = commands
-                            .request(
-                                &ctx,
-                                "inventory.commands",
-                                command,
-                                Duration::from_millis(200),
-                            )
+                            .request(&ctx, "inventory.commands", command, reply_timeout)
                             .await?;
                         let body: serde_json::Value = serde_json::from_slice(reply.data())
                             .map_err(|e| StepError::fatal(e.to_string()))?;
@@ -103,12 +100,11 @@ async fn engine_for(saga: &Saga<Order>, listener: Option<LifecycleEvents>) -> En
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_gets_the_reply_to_its_command() {
     let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
-    let seen = spawn_participant(Arc::clone(&bus), true);
-    tokio::time::sleep(Duration::from_millis(20)).await; // the participant's group exists
+    let seen = spawn_participant(Arc::clone(&bus), true).await;
     let commands = CommandBus::start(Arc::clone(&bus), "orders.replies", "orchestrator")
         .await
         .unwrap();
-    let saga = order_saga(commands);
+    let saga = order_saga(commands, Duration::from_secs(5));
     let engine = engine_for(&saga, None).await;
 
     let id = engine
@@ -143,12 +139,11 @@ async fn a_step_gets_the_reply_to_its_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_reply_times_out_retries_the_same_command_then_compensates() {
     let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
-    let seen = spawn_participant(Arc::clone(&bus), false);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let seen = spawn_participant(Arc::clone(&bus), false).await;
     let commands = CommandBus::start(Arc::clone(&bus), "orders.replies", "orchestrator")
         .await
         .unwrap();
-    let saga = order_saga(commands);
+    let saga = order_saga(commands, Duration::from_millis(200));
     let engine = engine_for(&saga, None).await;
 
     let id = engine
@@ -183,12 +178,11 @@ async fn lifecycle_events_follow_the_saga() {
         .subscribe("sagas.lifecycle", SubscribeOptions::group("audit"))
         .await
         .unwrap();
-    let _participant = spawn_participant(Arc::clone(&bus), true);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let _participant = spawn_participant(Arc::clone(&bus), true).await;
     let commands = CommandBus::start(Arc::clone(&bus), "orders.replies", "orchestrator")
         .await
         .unwrap();
-    let saga = order_saga(commands);
+    let saga = order_saga(commands, Duration::from_secs(5));
     let listener = LifecycleEvents::new(
         Arc::clone(&bus) as Arc<dyn archon_events::Publisher>,
         "sagas.lifecycle",
