@@ -9,7 +9,7 @@ use std::time::Duration;
 use archon_events::{Envelope, EventBus, MemoryBus, SubscribeOptions};
 use archon_saga::events::{CommandBus, LifecycleEvents, reply_to};
 use archon_saga::{
-    Engine, MemoryStore, RetryPolicy, Saga, SagaStatus, Step, StepContext, StepError,
+    Engine, MemoryStore, RetryPolicy, Saga, SagaRecord, SagaStatus, Step, StepContext, StepError,
 };
 use futures::StreamExt as _;
 
@@ -97,6 +97,20 @@ async fn engine_for(saga: &Saga<Order>, listener: Option<LifecycleEvents>) -> En
     engine
 }
 
+/// Starts one saga with an empty order and waits (at most 10 s) for it to finish.
+async fn run_to_end(engine: &Engine, saga: &Saga<Order>) -> (archon_saga::SagaId, SagaRecord) {
+    let order = Order {
+        reservation: None,
+        released: false,
+    };
+    let id = engine.start_saga(saga, order).await.unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(10), engine.wait(id))
+        .await
+        .unwrap()
+        .unwrap();
+    (id, done)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_gets_the_reply_to_its_command() {
     let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
@@ -107,20 +121,7 @@ async fn a_step_gets_the_reply_to_its_command() {
     let saga = order_saga(commands, Duration::from_secs(5));
     let engine = engine_for(&saga, None).await;
 
-    let id = engine
-        .start_saga(
-            &saga,
-            Order {
-                reservation: None,
-                released: false,
-            },
-        )
-        .await
-        .unwrap();
-    let done = tokio::time::timeout(Duration::from_secs(10), engine.wait(id))
-        .await
-        .unwrap()
-        .unwrap();
+    let (id, done) = run_to_end(&engine, &saga).await;
     assert_eq!(done.status, SagaStatus::Completed);
     let order: Order = serde_json::from_str(&done.data).unwrap();
     assert_eq!(
@@ -146,20 +147,7 @@ async fn no_reply_times_out_retries_the_same_command_then_compensates() {
     let saga = order_saga(commands, Duration::from_millis(200));
     let engine = engine_for(&saga, None).await;
 
-    let id = engine
-        .start_saga(
-            &saga,
-            Order {
-                reservation: None,
-                released: false,
-            },
-        )
-        .await
-        .unwrap();
-    let done = tokio::time::timeout(Duration::from_secs(10), engine.wait(id))
-        .await
-        .unwrap()
-        .unwrap();
+    let (id, done) = run_to_end(&engine, &saga).await;
     assert_eq!(done.status, SagaStatus::Compensated, "{done:?}");
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 3, "three attempts: {seen:?}");
@@ -190,17 +178,7 @@ async fn lifecycle_events_follow_the_saga() {
     );
     let engine = engine_for(&saga, Some(listener)).await;
 
-    let id = engine
-        .start_saga(
-            &saga,
-            Order {
-                reservation: None,
-                released: false,
-            },
-        )
-        .await
-        .unwrap();
-    engine.wait(id).await.unwrap();
+    let (id, _) = run_to_end(&engine, &saga).await;
     let mut types = Vec::new();
     while !types
         .iter()
