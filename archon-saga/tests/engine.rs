@@ -864,3 +864,34 @@ async fn a_long_retry_wait_ends_at_the_deadline() {
     assert_eq!(ledger.order_for(id), vec!["a", "a/compensate"]);
     e.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_released_retry_wait_is_claimed_when_due_not_at_the_next_poll() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let saga = Saga::<u32>::builder("released-wait")
+        .retriable(flaky(1, calls.clone()).retry(RetryPolicy::fixed(2, Duration::from_secs(600))))
+        .build()
+        .unwrap();
+    let store = Arc::new(MemoryStore::new());
+    // A 10-minute wait releases the saga (longer than half the 30 s lease); the poller runs
+    // only every 6 hours, so the saga resumes on time only if the engine wakes itself.
+    let e = Engine::builder(store.clone())
+        .poll_interval(Duration::from_secs(6 * 3600))
+        .register(&saga)
+        .build()
+        .unwrap();
+    e.start().await.unwrap();
+    let t0 = tokio::time::Instant::now();
+    let id = e.start_saga(&saga, 0).await.unwrap();
+    let r = e.wait(id).await.unwrap();
+    let took = t0.elapsed();
+    assert_eq!(r.status, SagaStatus::Completed);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert!(
+        took >= Duration::from_secs(600) && took < Duration::from_secs(601),
+        "resumed when the timer was due: {took:?}"
+    );
+    let h = e.inspect(id).await.unwrap().history;
+    assert!(h.iter().any(|h| h.event == "retry_scheduled"));
+    e.shutdown().await;
+}

@@ -118,6 +118,12 @@ async fn commit(inner: &Inner, def: &SagaDef, rec: &mut SagaRecord, next: Next) 
         }
     }
     inner.notify(rec, &event);
+    if release
+        && rec.status.is_active()
+        && let Some(at) = rec.wake_at
+    {
+        inner.add_timer(at);
+    }
     let outcome = match rec.status {
         SagaStatus::Completed => Some("completed"),
         SagaStatus::Compensated => Some("compensated"),
