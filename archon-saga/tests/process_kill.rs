@@ -284,6 +284,7 @@ fn check_no_overlap(dir: &Path, killed: &[(String, i64)]) -> usize {
     cut
 }
 
+#[cfg(feature = "postgres")]
 fn pids_of(dir: &Path) -> BTreeSet<String> {
     participant(&dir.join("participant.db"))
         .prepare("SELECT DISTINCT who FROM runs")
