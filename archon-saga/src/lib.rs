@@ -20,7 +20,7 @@ pub use self::{
     error::{Error, Result},
     store::{
         CrashMode, CrashingStore, HistoryEvent, ListQuery, MemoryStore, SagaRecord, SagaStatus,
-        SagaStore, Transition,
+        SagaStore, Transition, WorkSignal,
     },
 };
 

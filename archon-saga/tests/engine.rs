@@ -603,3 +603,295 @@ async fn listener_sees_every_committed_transition_in_order() {
     assert_eq!(seen.last().unwrap().1, SagaStatus::Compensated);
     e.shutdown().await;
 }
+
+/// A compensatable step that never returns; counts how often it was started and dropped.
+fn hanging(
+    started: Arc<AtomicU32>,
+    dropped: Arc<AtomicU32>,
+) -> impl Fn(StepContext, u32) -> futures::future::BoxFuture<'static, archon_saga::StepResult<u32>>
++ Send
++ Sync
++ 'static {
+    struct OnDrop(Arc<AtomicU32>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    move |_ctx, _n| {
+        let (started, dropped) = (started.clone(), dropped.clone());
+        Box::pin(async move {
+            started.fetch_add(1, Ordering::SeqCst);
+            let _d = OnDrop(dropped);
+            std::future::pending::<()>().await;
+            unreachable!()
+        })
+    }
+}
+
+async fn wait_bounded(e: &Engine, id: archon_saga::SagaId) -> archon_saga::SagaRecord {
+    // Under the paused clock an idle runtime jumps ahead: a step that is never interrupted
+    // makes this fail after an hour of virtual time instead of hanging the test.
+    tokio::time::timeout(Duration::from_secs(3600), e.wait(id))
+        .await
+        .expect("saga did not end: the running step was not interrupted")
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_interrupts_a_hanging_step_and_compensates_it() {
+    let ledger = Ledger::default();
+    let (started, dropped) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let saga = Saga::<u32>::builder("hangs")
+        .deadline(Duration::from_secs(10))
+        .step(Step::compensatable("a", effect(&ledger), effect(&ledger)))
+        .step(Step::compensatable(
+            "hang",
+            hanging(started.clone(), dropped.clone()),
+            effect(&ledger),
+        ))
+        .step(Step::compensatable(
+            "never",
+            effect(&ledger),
+            effect(&ledger),
+        ))
+        .build()
+        .unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let e = engine(&store, &[&saga]);
+    e.start().await.unwrap();
+    let t0 = tokio::time::Instant::now();
+    let id = e.start_saga(&saga, 0).await.unwrap();
+    let r = wait_bounded(&e, id).await;
+    let took = t0.elapsed();
+    assert_eq!(r.status, SagaStatus::Compensated);
+    assert_eq!(r.error.as_deref(), Some("deadline exceeded"));
+    assert!(
+        took >= Duration::from_secs(10) && took < Duration::from_secs(11),
+        "interrupted at the deadline, took {took:?}"
+    );
+    assert_eq!(started.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        1,
+        "the step's future was dropped"
+    );
+    // The interrupted step's outcome is unknown: its compensation runs, once, before a's.
+    assert_eq!(
+        ledger.order_for(id),
+        vec!["a", "hang/compensate", "a/compensate"]
+    );
+    assert_eq!(ledger.calls(&format!("{id}/hang/compensate")), 1);
+    assert_eq!(ledger.calls(&format!("{id}/never")), 0);
+    assert_eq!(ledger.calls(&format!("{id}/never/compensate")), 0);
+    let h = e.inspect(id).await.unwrap().history;
+    let events: Vec<&str> = h.iter().map(|h| h.event.as_str()).collect();
+    assert_eq!(
+        events,
+        vec![
+            "started",
+            "step_completed",
+            "step_interrupted",
+            "step_compensated",
+            "compensated"
+        ]
+    );
+    assert_eq!(h[2].step.as_deref(), Some("hang"));
+    assert_eq!(h[2].error.as_deref(), Some("deadline exceeded"));
+    e.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn operator_cancel_interrupts_a_running_step_and_compensates_it() {
+    let ledger = Ledger::default();
+    let (started, dropped) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let saga = Saga::<u32>::builder("hangs-cancel")
+        .step(Step::compensatable("a", effect(&ledger), effect(&ledger)))
+        .step(Step::compensatable(
+            "hang",
+            hanging(started.clone(), dropped.clone()),
+            effect(&ledger),
+        ))
+        .pivot(Step::pivot("p", effect(&ledger)))
+        .build()
+        .unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let e = engine(&store, &[&saga]);
+    e.start().await.unwrap();
+    let id = e.start_saga(&saga, 0).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(started.load(Ordering::SeqCst), 1, "the step is running");
+    assert_eq!(dropped.load(Ordering::SeqCst), 0);
+    e.cancel(id).await.unwrap();
+    let r = wait_bounded(&e, id).await;
+    assert_eq!(r.status, SagaStatus::Compensated);
+    assert!(r.cancel_requested);
+    assert_eq!(r.error.as_deref(), Some("cancelled"));
+    assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        ledger.order_for(id),
+        vec!["a", "hang/compensate", "a/compensate"]
+    );
+    assert_eq!(ledger.calls(&format!("{id}/hang/compensate")), 1);
+    assert_eq!(ledger.calls(&format!("{id}/p")), 0, "the pivot never ran");
+    let h = e.inspect(id).await.unwrap().history;
+    assert!(
+        h.iter()
+            .any(|h| h.event == "step_interrupted" && h.error.as_deref() == Some("cancelled"))
+    );
+    e.shutdown().await;
+}
+
+/// A step that takes a minute (of paused-clock time) and then applies its effect.
+fn slow_then_effect(
+    ledger: &Ledger,
+    secs: u64,
+) -> impl Fn(StepContext, u32) -> futures::future::BoxFuture<'static, archon_saga::StepResult<u32>>
++ Send
++ Sync
++ 'static {
+    let ledger = ledger.clone();
+    move |ctx, n| {
+        let ledger = ledger.clone();
+        Box::pin(async move {
+            ledger.call(&ctx);
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            let mut s = ledger.0.lock().unwrap();
+            if s.applied.insert(ctx.idempotency_key().to_owned()) {
+                s.order.push(ctx.idempotency_key().to_owned());
+            }
+            Ok(n + 1)
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retriable_step_after_the_pivot_is_not_interrupted() {
+    let ledger = Ledger::default();
+    let saga = Saga::<u32>::builder("after-pivot")
+        .deadline(Duration::from_secs(10))
+        .step(Step::compensatable("a", effect(&ledger), effect(&ledger)))
+        .pivot(Step::pivot("p", effect(&ledger)))
+        .retriable(Step::retriable("ship", slow_then_effect(&ledger, 60)))
+        .build()
+        .unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let e = engine(&store, &[&saga]);
+    e.start().await.unwrap();
+    let t0 = tokio::time::Instant::now();
+    let id = e.start_saga(&saga, 0).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    // Past the deadline, the post-pivot step is still running; a cancel is refused.
+    assert_eq!(ledger.calls(&format!("{id}/ship")), 1);
+    assert!(matches!(
+        e.cancel(id).await,
+        Err(Error::InvalidState { .. })
+    ));
+    let r = wait_bounded(&e, id).await;
+    assert_eq!(r.status, SagaStatus::Completed);
+    assert!(
+        t0.elapsed() >= Duration::from_secs(60),
+        "ship ran to its end"
+    );
+    assert_eq!(ledger.order_for(id), vec!["a", "p", "ship"]);
+    assert_eq!(
+        ledger.calls(&format!("{id}/ship")),
+        1,
+        "not interrupted, not re-run"
+    );
+    e.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_pivot_is_not_interrupted_by_the_deadline() {
+    let ledger = Ledger::default();
+    let saga = Saga::<u32>::builder("slow-pivot")
+        .deadline(Duration::from_secs(10))
+        .step(Step::compensatable("a", effect(&ledger), effect(&ledger)))
+        .pivot(Step::pivot("p", slow_then_effect(&ledger, 30)))
+        .retriable(Step::retriable("ship", effect(&ledger)))
+        .build()
+        .unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let e = engine(&store, &[&saga]);
+    e.start().await.unwrap();
+    let id = e.start_saga(&saga, 0).await.unwrap();
+    let r = wait_bounded(&e, id).await;
+    // The pivot's outcome decides: it succeeded after the deadline, so the saga goes forward.
+    assert_eq!(r.status, SagaStatus::Completed);
+    assert_eq!(ledger.order_for(id), vec!["a", "p", "ship"]);
+    e.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_retry_wait_ends_at_the_deadline() {
+    let ledger = Ledger::default();
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let saga = Saga::<u32>::builder("wait-past-deadline")
+        .deadline(Duration::from_secs(60))
+        .step(Step::compensatable("a", effect(&ledger), effect(&ledger)))
+        .step(
+            Step::compensatable(
+                "b",
+                move |_ctx: StepContext, _n: u32| {
+                    let c = c.clone();
+                    async move {
+                        c.fetch_add(1, Ordering::SeqCst);
+                        Err::<u32, _>(StepError::transient("busy"))
+                    }
+                },
+                effect(&ledger),
+            )
+            .retry(RetryPolicy::fixed(5, Duration::from_secs(3600))),
+        )
+        .build()
+        .unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let e = engine(&store, &[&saga]);
+    e.start().await.unwrap();
+    let t0 = tokio::time::Instant::now();
+    let id = e.start_saga(&saga, 0).await.unwrap();
+    let r = wait_bounded(&e, id).await;
+    let took = t0.elapsed();
+    assert_eq!(r.status, SagaStatus::Compensated);
+    assert_eq!(r.error.as_deref(), Some("deadline exceeded"));
+    assert!(
+        took < Duration::from_secs(62),
+        "compensated at the deadline, not after the hour-long retry wait: {took:?}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(ledger.order_for(id), vec!["a", "a/compensate"]);
+    e.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_released_retry_wait_is_claimed_when_due_not_at_the_next_poll() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let saga = Saga::<u32>::builder("released-wait")
+        .retriable(flaky(1, calls.clone()).retry(RetryPolicy::fixed(2, Duration::from_secs(600))))
+        .build()
+        .unwrap();
+    let store = Arc::new(MemoryStore::new());
+    // A 10-minute wait releases the saga (longer than half the 30 s lease); the poller runs
+    // only every 6 hours, so the saga resumes on time only if the engine wakes itself.
+    let e = Engine::builder(store.clone())
+        .poll_interval(Duration::from_secs(6 * 3600))
+        .register(&saga)
+        .build()
+        .unwrap();
+    e.start().await.unwrap();
+    let t0 = tokio::time::Instant::now();
+    let id = e.start_saga(&saga, 0).await.unwrap();
+    let r = e.wait(id).await.unwrap();
+    let took = t0.elapsed();
+    assert_eq!(r.status, SagaStatus::Completed);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert!(
+        took >= Duration::from_secs(600) && took < Duration::from_secs(601),
+        "resumed when the timer was due: {took:?}"
+    );
+    let h = e.inspect(id).await.unwrap().history;
+    assert!(h.iter().any(|h| h.event == "retry_scheduled"));
+    e.shutdown().await;
+}

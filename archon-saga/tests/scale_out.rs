@@ -177,3 +177,55 @@ async fn two_instances_share_unowned_work_without_running_anything_twice() {
     b.shutdown().await;
     store_a.drop_schema().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_through_another_instance_interrupts_the_running_step() {
+    let schema = format!("saga_xcancel_{}", Uuid::new_v4().simple());
+    let ledger = Ledger::default();
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let e2 = entered.clone();
+    let saga = Saga::<u32>::builder("hangs")
+        .step(Step::compensatable(
+            "a",
+            common::effect(&ledger),
+            common::effect(&ledger),
+        ))
+        .step(Step::compensatable(
+            "hang",
+            move |_ctx: StepContext, _n: u32| {
+                let e2 = e2.clone();
+                async move {
+                    e2.notify_one();
+                    std::future::pending::<()>().await;
+                    unreachable!()
+                }
+            },
+            common::effect(&ledger),
+        ))
+        .build()
+        .unwrap();
+    let store_a = Arc::new(PostgresStore::connect(PG, &schema).await.unwrap());
+    let store_b = Arc::new(PostgresStore::connect(PG, &schema).await.unwrap());
+    let a = instance(store_a.clone(), "a", &saga).await;
+    let b = instance(store_b.clone(), "b", &saga).await;
+    let id = a.start_saga(&saga, 0).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), entered.notified())
+        .await
+        .expect("the hanging step started on A");
+    // B does not own the saga: the flag goes to the store, A sees it at its next renewal.
+    b.cancel(id).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), b.wait(id))
+        .await
+        .expect("A interrupted the step within a few renewals")
+        .unwrap();
+    assert_eq!(r.status, SagaStatus::Compensated);
+    assert!(r.cancel_requested);
+    assert_eq!(
+        ledger.order_for(id),
+        vec!["a", "hang/compensate", "a/compensate"]
+    );
+    assert_eq!(ledger.calls(&format!("{id}/hang/compensate")), 1);
+    a.shutdown().await;
+    b.shutdown().await;
+    store_a.drop_schema().await.unwrap();
+}

@@ -469,7 +469,20 @@ impl<D: SagaData, S> SagaBuilder<D, S> {
     }
 
     /// A deadline from the saga's start: a compensatable step or pivot that has not started by
-    /// then is not started; the saga compensates instead.
+    /// then is not started; a compensatable step still running then is interrupted (its future
+    /// dropped, its compensation run since its outcome is unknown); a retry wait ends at the
+    /// deadline; the saga compensates. A running pivot and the steps after it are not affected.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use archon_saga::{Saga, Step, StepContext, StepResult};
+    /// # async fn ok(_c: StepContext, n: u32) -> StepResult<u32> { Ok(n) }
+    /// let saga = Saga::<u32>::builder("s")
+    ///     .deadline(Duration::from_secs(30))
+    ///     .step(Step::compensatable("a", ok, ok))
+    ///     .build()
+    ///     .unwrap();
+    /// ```
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
         self

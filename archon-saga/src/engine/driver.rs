@@ -43,10 +43,14 @@ async fn advance(inner: &Arc<Inner>, def: &SagaDef, rec: &mut SagaRecord, cancel
     {
         let until = inner.clock.instant_at(wake);
         let renew_every = inner.lease / 3;
+        // Only a wait before a step that could still be compensated is cut short by a
+        // cancellation; a compensation's or a post-pivot step's retry wait runs its course.
+        let cancellable = !rec.compensating
+            && def.can_compensate_at(usize::try_from(rec.step).unwrap_or(usize::MAX));
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(until) => break,
-                () = cancel.notified() => { rec.cancel_requested = true; break; }
+                () = cancel.notified(), if cancellable => { rec.cancel_requested = true; break; }
                 () = tokio::time::sleep(renew_every) => {
                     let now = inner.clock.now_ms();
                     if inner.store.renew(rec.id, rec.fence, inner.lease_until(now)).await.is_err() {
@@ -72,13 +76,13 @@ async fn advance(inner: &Arc<Inner>, def: &SagaDef, rec: &mut SagaRecord, cancel
         let deadline_passed = rec.deadline.is_some_and(|d| now >= d);
         if (rec.cancel_requested || deadline_passed) && def.can_compensate_at(step) {
             let why = if rec.cancel_requested {
-                "cancelled"
+                CANCELLED
             } else {
-                "deadline exceeded"
+                DEADLINE_EXCEEDED
             };
             Some(begin_compensation(rec, step, now, why))
         } else {
-            forward_one(inner, def, rec, step).await
+            forward_one(inner, def, rec, step, cancel).await
         }
     };
     let Some(next) = next else {
@@ -114,6 +118,12 @@ async fn commit(inner: &Inner, def: &SagaDef, rec: &mut SagaRecord, next: Next) 
         }
     }
     inner.notify(rec, &event);
+    if release
+        && rec.status.is_active()
+        && let Some(at) = rec.wake_at
+    {
+        inner.add_timer(at);
+    }
     let outcome = match rec.status {
         SagaStatus::Completed => Some("completed"),
         SagaStatus::Compensated => Some("compensated"),
@@ -160,6 +170,32 @@ fn begin_compensation(rec: &mut SagaRecord, failed_step: usize, now: i64, why: &
     }
 }
 
+/// Step `i` was dropped half-way by a cancellation or the deadline: its outcome is unknown, so
+/// it is compensated too (compensations tolerate "never happened"), then the steps before it.
+fn interrupted(
+    inner: &Inner,
+    rec: &mut SagaRecord,
+    step: &str,
+    i: usize,
+    attempt: u32,
+    why: &str,
+) -> Next {
+    let now = inner.clock.now_ms();
+    rec.compensating = true;
+    rec.step = u32::try_from(i + 1).unwrap_or(u32::MAX);
+    rec.attempt = 0;
+    rec.wake_at = None;
+    rec.error = Some(why.to_owned());
+    rec.status = SagaStatus::Compensating;
+    rec.cancel_requested |= why == CANCELLED;
+    Next {
+        event: HistoryEvent::new(now, "step_interrupted")
+            .step(step, attempt)
+            .error(why),
+        release: false,
+    }
+}
+
 fn park(rec: &mut SagaRecord, step: &str, attempt: u32, now: i64, why: String) -> Next {
     rec.status = SagaStatus::Parked;
     rec.wake_at = None;
@@ -172,6 +208,8 @@ fn park(rec: &mut SagaRecord, step: &str, attempt: u32, now: i64, why: String) -
     }
 }
 
+/// `not_after`: wake no later than this (the saga deadline, for a step that the deadline
+/// would turn into a compensation), so a long retry wait does not outlive the deadline.
 fn schedule_retry(
     inner: &Inner,
     rec: &mut SagaRecord,
@@ -179,8 +217,11 @@ fn schedule_retry(
     delay: Duration,
     now: i64,
     err: &StepError,
+    not_after: Option<i64>,
 ) -> Next {
-    rec.wake_at = Some(now + ms(delay));
+    let wake = not_after.map_or(now + ms(delay), |d| (now + ms(delay)).min(d.max(now)));
+    let delay = Duration::from_millis(u64::try_from(wake - now).unwrap_or(0));
+    rec.wake_at = Some(wake);
     rec.error = Some(err.to_string());
     metrics::counter!(
         names::SAGA_STEP_RETRIES,
@@ -197,15 +238,37 @@ fn schedule_retry(
     }
 }
 
-/// Run an erased action with timeout, panic capture and lease renewal.
-/// `None` means the lease was lost while it ran (the action was dropped).
+/// How a run of a step or compensation ended.
+enum Ran {
+    /// The action finished (or failed, timed out, panicked).
+    Outcome(Outcome),
+    /// The lease was lost while it ran; the action was dropped.
+    LeaseLost,
+    /// A cancellation or the saga deadline dropped the action; its outcome is unknown.
+    Interrupted(&'static str),
+}
+
+/// What may interrupt a running step: only a step that would be compensated if it failed
+/// (before the pivot) can be dropped half-way, since its compensation then undoes whatever
+/// part of it took effect.
+struct Interrupt<'a> {
+    cancel: &'a Notify,
+    deadline: Option<i64>,
+}
+
+const CANCELLED: &str = "cancelled";
+const DEADLINE_EXCEEDED: &str = "deadline exceeded";
+
+/// Run an erased action with timeout, panic capture and lease renewal; with `interrupt`, a
+/// cancellation or the saga deadline drops it.
 async fn run_action(
     inner: &Inner,
     rec: &SagaRecord,
     action: &ErasedFn,
     ctx: StepContext,
     timeout: Option<Duration>,
-) -> Option<Outcome> {
+    interrupt: Option<Interrupt<'_>>,
+) -> Ran {
     let kind = if ctx.is_compensation() {
         "compensation"
     } else {
@@ -223,17 +286,46 @@ async fn run_action(
         }
     }
     .instrument(span);
+    let interruptible = interrupt.is_some();
+    let interrupted = async {
+        let Some(i) = interrupt else {
+            return std::future::pending().await;
+        };
+        let deadline = async {
+            match i.deadline {
+                Some(d) => tokio::time::sleep_until(inner.clock.instant_at(d)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = i.cancel.notified() => CANCELLED,
+            () = deadline => DEADLINE_EXCEEDED,
+        }
+    };
     let started = tokio::time::Instant::now();
-    tokio::pin!(timed);
+    tokio::pin!(timed, interrupted);
     let renew_every = inner.lease / 3;
     let result = loop {
         tokio::select! {
             r = &mut timed => break r,
+            why = &mut interrupted => {
+                tracing::info!(reason = why, "step interrupted");
+                return Ran::Interrupted(why);
+            }
             () = tokio::time::sleep(renew_every) => {
                 let now = inner.clock.now_ms();
                 if let Err(e) = inner.store.renew(rec.id, rec.fence, inner.lease_until(now)).await {
                     tracing::warn!(error = %e, "lease renewal failed; abandoning the step");
-                    return None;
+                    return Ran::LeaseLost;
+                }
+                // A cancellation requested through another instance reaches this one only
+                // through the store: look at the flag on each renewal.
+                if interruptible
+                    && let Ok(Some(stored)) = inner.store.load(rec.id).await
+                    && stored.cancel_requested
+                {
+                    tracing::info!(reason = CANCELLED, "step interrupted");
+                    return Ran::Interrupted(CANCELLED);
                 }
             }
         }
@@ -244,7 +336,7 @@ async fn run_action(
         names::STEP_NAME => step_name
     )
     .record(started.elapsed().as_secs_f64());
-    Some(match result {
+    Ran::Outcome(match result {
         None => Outcome::Failed(StepError::transient(format!(
             "timed out after {:?}",
             timeout.unwrap_or_default()
@@ -269,11 +361,27 @@ fn corrupt(rec: &SagaRecord, e: serde_json::Error) -> String {
     .to_string()
 }
 
-async fn forward_one(inner: &Inner, def: &SagaDef, rec: &mut SagaRecord, i: usize) -> Option<Next> {
+async fn forward_one(
+    inner: &Inner,
+    def: &SagaDef,
+    rec: &mut SagaRecord,
+    i: usize,
+    cancel: &Notify,
+) -> Option<Next> {
     let step = def.steps.get(i)?;
     let attempt = rec.attempt + 1;
     let ctx = StepContext::new(rec.id, &def.name, &step.name, i, attempt, false);
-    let outcome = run_action(inner, rec, &step.action, ctx, step.timeout).await?;
+    // Only compensatable steps are interrupted: the pivot and the steps after it must finish.
+    let interrupt =
+        (step.kind == StepKind::Compensatable && def.can_compensate_at(i)).then_some(Interrupt {
+            cancel,
+            deadline: rec.deadline,
+        });
+    let outcome = match run_action(inner, rec, &step.action, ctx, step.timeout, interrupt).await {
+        Ran::Outcome(outcome) => outcome,
+        Ran::LeaseLost => return None,
+        Ran::Interrupted(why) => return Some(interrupted(inner, rec, &step.name, i, attempt, why)),
+    };
     let now = inner.clock.now_ms();
     Some(match outcome {
         Outcome::Done(data) => {
@@ -304,7 +412,9 @@ async fn forward_one(inner: &Inner, def: &SagaDef, rec: &mut SagaRecord, i: usiz
             let can_compensate = step.kind != StepKind::Retriable;
             match err.kind() {
                 crate::ErrorKind::Transient if step.retry.allows_another(attempt) => {
-                    schedule_retry(inner, rec, &step.name, step.retry.delay(attempt), now, &err)
+                    let not_after = rec.deadline.filter(|_| def.can_compensate_at(i));
+                    let delay = step.retry.delay(attempt);
+                    schedule_retry(inner, rec, &step.name, delay, now, &err, not_after)
                 }
                 crate::ErrorKind::Fatal => park(rec, &step.name, attempt, now, err.to_string()),
                 _ if can_compensate => {
@@ -344,7 +454,9 @@ async fn compensate_one(
     };
     let attempt = rec.attempt + 1;
     let ctx = StepContext::new(rec.id, &def.name, &step.name, j, attempt, true);
-    let outcome = run_action(inner, rec, comp, ctx, step.timeout).await?;
+    let Ran::Outcome(outcome) = run_action(inner, rec, comp, ctx, step.timeout, None).await else {
+        return None;
+    };
     let now = inner.clock.now_ms();
     Some(match outcome {
         Outcome::Done(data) => {
@@ -375,7 +487,7 @@ async fn compensate_one(
                 && step.compensation_retry.allows_another(attempt)
             {
                 let delay = step.compensation_retry.delay(attempt);
-                schedule_retry(inner, rec, &step.name, delay, now, &err)
+                schedule_retry(inner, rec, &step.name, delay, now, &err, None)
             } else {
                 park(
                     rec,

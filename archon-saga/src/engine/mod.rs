@@ -9,7 +9,8 @@ mod names;
 mod operator;
 
 use std::{
-    collections::HashMap,
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
@@ -27,7 +28,7 @@ use self::clock::{Clock, ms};
 pub use self::{listener::SagaListener, operator::SagaInspection};
 use crate::{
     Error, HistoryEvent, Result, Saga, SagaData, SagaId, SagaRecord, SagaStatus, SagaStore,
-    definition::SagaDef,
+    WorkSignal, definition::SagaDef,
 };
 
 struct Running {
@@ -47,6 +48,11 @@ pub(crate) struct Inner {
     running: Mutex<HashMap<SagaId, Running>>,
     events: broadcast::Sender<(SagaId, SagaStatus)>,
     wake: Notify,
+    /// Wake-up times (Unix ms) of sagas this instance released for a long retry wait: the
+    /// poller claims at each of them, not at its next poll.
+    timers: Mutex<BinaryHeap<Reverse<i64>>>,
+    /// A timer was added: the poller recomputes its sleep.
+    timers_changed: Notify,
     shutdown: AtomicBool,
     poller: Mutex<Option<JoinHandle<()>>>,
     listeners: Vec<Arc<dyn SagaListener>>,
@@ -78,6 +84,18 @@ impl Inner {
 
     fn lease_until(&self, now: i64) -> i64 {
         now + ms(self.lease)
+    }
+
+    fn timers(&self) -> MutexGuard<'_, BinaryHeap<Reverse<i64>>> {
+        self.timers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A saga was released until `at`: claim it then.
+    pub(crate) fn add_timer(&self, at: i64) {
+        self.timers().push(Reverse(at));
+        self.timers_changed.notify_one();
     }
 }
 
@@ -174,7 +192,20 @@ impl EngineBuilder {
         self
     }
 
-    /// How often the store is polled for due or orphaned sagas (default 1 s).
+    /// How often the store is polled for due or orphaned sagas (default 1 s). Polling is the
+    /// fallback: the engine also claims at once when it is told of new work, so the interval
+    /// bounds only how late it finds what nobody announces.
+    ///
+    /// - Always announced (this instance): its own new sagas (it runs them at once), operator
+    ///   actions through it, a driver ending while the instance was full, and the wake-up time
+    ///   of every saga it released for a long retry wait.
+    /// - Announced by the store's [`work_signal`](SagaStore::work_signal) (PostgreSQL
+    ///   `LISTEN/NOTIFY`): sagas inserted unowned, leases released, timers due now, by any
+    ///   instance or other writer of the tables.
+    /// - Found only by polling: sagas of a crashed instance once their leases expire, timers
+    ///   of sagas released by another instance, and everything when no signal is available
+    ///   (e.g. the listening connection is down). Takeover after a crash therefore takes up
+    ///   to lease + poll interval.
     pub fn poll_interval(mut self, every: Duration) -> Self {
         self.poll_interval = every.max(Duration::from_millis(1));
         self
@@ -213,6 +244,8 @@ impl EngineBuilder {
                 running: Mutex::new(HashMap::new()),
                 events,
                 wake: Notify::new(),
+                timers: Mutex::new(BinaryHeap::new()),
+                timers_changed: Notify::new(),
                 shutdown: AtomicBool::new(false),
                 poller: Mutex::new(None),
                 listeners: self.listeners,
@@ -263,13 +296,28 @@ impl Engine {
             return Err(Error::UnknownDefinitions(unknown));
         }
         inner.store.release_owner(&inner.instance).await?;
+        let already = inner
+            .poller
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some();
+        if already {
+            return Ok(());
+        }
+        let signal = match inner.store.work_signal().await {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::warn!(error = %e, "no wake-up signal from the store; polling only");
+                None
+            }
+        };
         let mut poller = inner
             .poller
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if poller.is_none() {
             let me = Arc::clone(inner);
-            *poller = Some(tokio::spawn(poll_loop(me)));
+            *poller = Some(tokio::spawn(poll_loop(me, signal)));
         }
         Ok(())
     }
@@ -407,10 +455,17 @@ pub(crate) fn driver_done(inner: &Inner, id: SagaId) {
     }
 }
 
-async fn poll_loop(inner: Arc<Inner>) {
+async fn poll_loop(inner: Arc<Inner>, signal: Option<WorkSignal>) {
     loop {
         if inner.shutdown.load(Ordering::SeqCst) {
             return;
+        }
+        {
+            let now = inner.clock.now_ms();
+            let mut timers = inner.timers();
+            while timers.peek().is_some_and(|Reverse(at)| *at <= now) {
+                timers.pop();
+            }
         }
         let free = inner.max_concurrent.saturating_sub(inner.running().len());
         if free > 0 && !inner.def_keys.is_empty() {
@@ -435,9 +490,25 @@ async fn poll_loop(inner: Arc<Inner>) {
                 Err(e) => tracing::warn!(error = %e, "claiming sagas failed"),
             }
         }
-        tokio::select! {
-            () = tokio::time::sleep(inner.poll_interval) => {}
-            () = inner.wake.notified() => {}
+        let next_poll = tokio::time::Instant::now() + inner.poll_interval;
+        loop {
+            let next_timer = inner.timers().peek().map(|Reverse(at)| *at);
+            let until =
+                next_timer.map_or(next_poll, |at| next_poll.min(inner.clock.instant_at(at)));
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => break,
+                () = inner.wake.notified() => break,
+                () = async {
+                    match &signal {
+                        Some(s) => s.notified().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    tracing::trace!("woken by the store");
+                    break;
+                }
+                () = inner.timers_changed.notified() => {}
+            }
         }
     }
 }

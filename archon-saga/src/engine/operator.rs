@@ -112,8 +112,11 @@ impl Engine {
     }
 
     /// Cancel a saga: it stops going forward and compensates its completed steps. Refused once
-    /// the pivot has completed. A step running right now finishes first (it may not be
-    /// interruptible remotely); it is then compensated along with the others.
+    /// the pivot has completed. A compensatable step running right now is interrupted (its
+    /// future dropped): its outcome is unknown, so its compensation runs too, then the others
+    /// in reverse order. A running pivot is not interrupted (its outcome decides whether the
+    /// cancellation still applies). On another instance the running step is interrupted at its
+    /// next lease renewal (every third of the lease), which is when it sees the stored flag.
     pub async fn cancel(&self, id: SagaId) -> Result<()> {
         let inner = &self.inner;
         let rec = inner.store.load(id).await?.ok_or(Error::NotFound(id))?;

@@ -8,6 +8,7 @@ mod postgres;
 mod record;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod wake;
 
 use async_trait::async_trait;
 
@@ -20,6 +21,7 @@ pub use self::{
     crash::{CrashMode, CrashingStore},
     memory::MemoryStore,
     record::{HistoryEvent, ListQuery, SagaRecord, SagaStatus, Transition},
+    wake::WorkSignal,
 };
 use crate::{Result, SagaId};
 
@@ -89,4 +91,13 @@ pub trait SagaStore: Send + Sync + std::fmt::Debug + 'static {
     /// Definition keys (`name@vN`) of sagas that are not finished (running, compensating,
     /// parked).
     async fn unfinished_definitions(&self) -> Result<Vec<String>>;
+
+    /// A signal that fires when work may have become claimable through *another* user of the
+    /// store (a new unowned saga, a released lease, a timer due now), so the engine claims at
+    /// once instead of at its next poll. Called once by [`Engine::start`](crate::Engine::start).
+    /// The default is `None`: the engine finds such work by polling only. PostgreSQL returns
+    /// a signal fed by `LISTEN/NOTIFY`.
+    async fn work_signal(&self) -> Result<Option<WorkSignal>> {
+        Ok(None)
+    }
 }

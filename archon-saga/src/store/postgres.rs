@@ -2,6 +2,8 @@
 //! fencing tokens; work is claimed with `FOR UPDATE SKIP LOCKED`; concurrent writes are
 //! committed together (group commit).
 
+mod notify;
+
 use std::sync::{
     Arc,
     atomic::{AtomicUsize, Ordering},
@@ -51,7 +53,10 @@ struct Sql {
 ///   so an instance that lost its lease can never overwrite the new owner's progress.
 /// - [`claim`](SagaStore::claim) uses `FOR UPDATE SKIP LOCKED`: concurrent instances never
 ///   claim the same saga, and a crashed instance's sagas are taken over once its leases expire.
-///   Instances find work by polling (no `LISTEN/NOTIFY` yet).
+///   A trigger sends a `NOTIFY` when a write makes a saga claimable right now (inserted
+///   unowned, lease released, timer already due); each engine listens on its own connection
+///   and claims at once ([`SagaStore::work_signal`]). Polling is the fallback for what no
+///   write announces (expired leases of a crashed instance, timers falling due later).
 /// - Writes from concurrent sagas are queued to a writer task that commits them in one
 ///   transaction (group commit), each with its own fencing check and result.
 ///
@@ -79,6 +84,8 @@ pub struct PostgresStore {
     /// Writes in flight: when none are, a write goes straight to the server (one round trip,
     /// no hand-off); when some are, it joins the writer task's next batch.
     in_flight: Arc<AtomicUsize>,
+    /// `LISTEN/NOTIFY` wake-ups (see the `notify` module).
+    listen: notify::Listen,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -175,6 +182,7 @@ impl PostgresStore {
             ))
             .await
             .map_err(db)?;
+        notify::install(&client, schema).await?;
         let sql = Arc::new(Sql {
             create: format!(
                 "WITH ins AS (INSERT INTO {s}.sagas ({COLUMNS}, def_key) VALUES \
@@ -223,6 +231,7 @@ impl PostgresStore {
             tokio::spawn(writer_loop(writer, Arc::clone(&rx), Arc::clone(&sql)));
         }
         Ok(Self {
+            listen: notify::Listen::new(config, schema),
             create_stmt,
             write_stmt,
             in_flight: Arc::new(AtomicUsize::new(0)),
@@ -585,5 +594,9 @@ impl SagaStore for PostgresStore {
         rows.iter()
             .map(|r| r.try_get::<_, String>(0).map_err(db))
             .collect()
+    }
+
+    async fn work_signal(&self) -> Result<Option<super::WorkSignal>> {
+        self.listen.signal().await.map(Some)
     }
 }

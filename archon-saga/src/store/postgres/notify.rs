@@ -1,0 +1,144 @@
+//! `LISTEN/NOTIFY` wake-ups for the PostgreSQL store.
+//!
+//! A trigger on the sagas table sends a `NOTIFY` (payload: the definition key) whenever a row
+//! becomes claimable right now through a write: a saga inserted unowned, a lease released with
+//! no timer pending (operator actions, an instance restarting under its id), a timer set to a
+//! time already past. The writes of an owned saga's ordinary transitions, claims and lease
+//! renewals do not match the trigger's condition, so the hot path sends no notifications (a
+//! notifying commit takes a cluster-wide lock). A listening connection per engine turns the
+//! notifications into a [`WorkSignal`]. Work that no write announces is found by polling: a
+//! crashed instance's sagas once their leases expire, and timers that fall due later.
+
+use std::{future::poll_fn, sync::Arc, task::Poll, time::Duration};
+
+use tokio::{sync::Notify, task::JoinHandle};
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+
+use super::{db, quote_ident};
+use crate::{Result, store::WorkSignal};
+
+/// The channel of one schema: a fixed-length name (channel names are limited to 63 bytes),
+/// derived with FNV-1a so every process computes the same one.
+fn channel(schema: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in schema.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("archon_saga_{h:016x}")
+}
+
+/// Create (or replace) the trigger that announces claimable work on the schema's channel.
+pub(super) async fn install(client: &Client, schema: &str) -> Result<()> {
+    let s = quote_ident(schema);
+    let channel = channel(schema);
+    // Serialised per schema: concurrent CREATE OR REPLACE of one function can fail with
+    // "tuple concurrently updated" when several instances start at once.
+    client
+        .batch_execute(&format!(
+            "BEGIN;
+             SELECT pg_advisory_xact_lock(hashtext('archon_saga_notify:' || '{channel}'));
+             CREATE OR REPLACE FUNCTION {s}.archon_saga_notify() RETURNS trigger
+                LANGUAGE plpgsql AS $f$
+                BEGIN
+                    PERFORM pg_notify(TG_ARGV[0], NEW.def_key);
+                    RETURN NULL;
+                END $f$;
+             CREATE OR REPLACE TRIGGER archon_saga_work AFTER INSERT OR UPDATE ON {s}.sagas
+                FOR EACH ROW WHEN (NEW.owner IS NULL
+                    AND NEW.status IN ('running', 'compensating')
+                    AND (NEW.wake_at IS NULL
+                         OR NEW.wake_at <= (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT))
+                EXECUTE FUNCTION {s}.archon_saga_notify('{channel}');
+             COMMIT;"
+        ))
+        .await
+        .map_err(db)
+}
+
+/// What the store keeps to open listening connections.
+#[derive(Debug, Clone)]
+pub(super) struct Listen {
+    config: Arc<str>,
+    channel: String,
+}
+
+impl Listen {
+    pub(super) fn new(config: &str, schema: &str) -> Self {
+        Self {
+            config: config.into(),
+            channel: channel(schema),
+        }
+    }
+
+    /// Open a listening connection and return a signal fed by it. The connection is
+    /// re-opened (with backoff) when it drops; the signal fires after each reconnect, since
+    /// notifications sent meanwhile are lost.
+    pub(super) async fn signal(&self) -> Result<WorkSignal> {
+        let notify = Arc::new(Notify::new());
+        let first = Session::open(&self.config, &self.channel, &notify).await?;
+        let task = tokio::spawn(keep_listening(self.clone(), Arc::clone(&notify), first));
+        Ok(WorkSignal::new(notify).with_task(task))
+    }
+}
+
+/// One listening connection: the client (dropping it closes the connection) and the task
+/// reading its messages.
+struct Session {
+    _client: Client,
+    reader: JoinHandle<()>,
+}
+
+impl Session {
+    async fn open(config: &str, channel: &str, notify: &Arc<Notify>) -> Result<Self> {
+        let (client, mut conn) = tokio_postgres::connect(config, NoTls).await.map_err(db)?;
+        let to = Arc::clone(notify);
+        let reader = tokio::spawn(async move {
+            let ended = poll_fn(|cx| {
+                loop {
+                    match conn.poll_message(cx) {
+                        Poll::Ready(Some(Ok(AsyncMessage::Notification(_)))) => to.notify_one(),
+                        Poll::Ready(Some(Ok(_))) => {}
+                        Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(e)),
+                        Poll::Ready(None) => return Poll::Ready(None),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+            })
+            .await;
+            match ended {
+                Some(e) => tracing::warn!(error = %e, "saga notification connection failed"),
+                None => tracing::debug!("saga notification connection closed"),
+            }
+        });
+        if let Err(e) = client
+            .batch_execute(&format!("LISTEN {}", quote_ident(channel)))
+            .await
+        {
+            reader.abort();
+            return Err(db(e));
+        }
+        Ok(Self {
+            _client: client,
+            reader,
+        })
+    }
+}
+
+async fn keep_listening(listen: Listen, notify: Arc<Notify>, mut session: Session) {
+    loop {
+        let _ = (&mut session.reader).await;
+        let mut backoff = Duration::from_millis(100);
+        session = loop {
+            tokio::time::sleep(backoff).await;
+            match Session::open(&listen.config, &listen.channel, &notify).await {
+                Ok(s) => break s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reconnecting the saga notification listener");
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        };
+        notify.notify_one();
+    }
+}
