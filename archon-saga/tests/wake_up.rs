@@ -102,7 +102,7 @@ async fn without_the_notify_trigger_a_rarely_polling_instance_misses_new_work() 
     tokio::spawn(conn);
     client
         .batch_execute(&format!(
-            "DROP TRIGGER archon_saga_work ON \"{schema}\".sagas"
+            "DROP TRIGGER archon_saga_work_v1 ON \"{schema}\".sagas"
         ))
         .await
         .unwrap();
@@ -110,7 +110,7 @@ async fn without_the_notify_trigger_a_rarely_polling_instance_misses_new_work() 
     // Connecting re-installs the trigger; drop it again for this control.
     client
         .batch_execute(&format!(
-            "DROP TRIGGER archon_saga_work ON \"{schema}\".sagas"
+            "DROP TRIGGER archon_saga_work_v1 ON \"{schema}\".sagas"
         ))
         .await
         .unwrap();

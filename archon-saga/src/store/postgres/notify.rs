@@ -28,8 +28,26 @@ fn channel(schema: &str) -> String {
     format!("archon_saga_{h:016x}")
 }
 
-/// Create (or replace) the trigger that announces claimable work on the schema's channel.
+/// The trigger's name; a new version of its definition gets a new name, so an instance finding
+/// this one installed knows it is current and leaves the table alone.
+const TRIGGER: &str = "archon_saga_work_v1";
+
+/// Create the trigger that announces claimable work on the schema's channel, unless it is
+/// already there (re-creating it would briefly lock the sagas table under running instances).
 pub(super) async fn install(client: &Client, schema: &str) -> Result<()> {
+    let installed = client
+        .query_opt(
+            "SELECT 1 FROM pg_trigger t
+               JOIN pg_class c ON c.oid = t.tgrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = $1 AND c.relname = 'sagas' AND t.tgname = $2",
+            &[&schema, &TRIGGER],
+        )
+        .await
+        .map_err(db)?;
+    if installed.is_some() {
+        return Ok(());
+    }
     let s = quote_ident(schema);
     let channel = channel(schema);
     // Serialised per schema: concurrent CREATE OR REPLACE of one function can fail with
@@ -44,7 +62,7 @@ pub(super) async fn install(client: &Client, schema: &str) -> Result<()> {
                     PERFORM pg_notify(TG_ARGV[0], NEW.def_key);
                     RETURN NULL;
                 END $f$;
-             CREATE OR REPLACE TRIGGER archon_saga_work AFTER INSERT OR UPDATE ON {s}.sagas
+             CREATE OR REPLACE TRIGGER {TRIGGER} AFTER INSERT OR UPDATE ON {s}.sagas
                 FOR EACH ROW WHEN (NEW.owner IS NULL
                     AND NEW.status IN ('running', 'compensating')
                     AND (NEW.wake_at IS NULL
