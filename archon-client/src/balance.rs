@@ -753,6 +753,7 @@ impl<S: Service<Req>, Req> SharedBalancer<S, Req> {
         self.set.snapshot()
     }
 
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn set(&self) -> Arc<EndpointSet> {
         self.set.clone()
     }
