@@ -181,6 +181,9 @@ impl ResiliencePolicy {
                 .grpc_codes()
                 .map_err(|n| invalid(format!("unknown gRPC code `{n}` in retry")))?;
         }
+        if let Some(problem) = self.hedge.as_ref().and_then(HedgeConfig::problem) {
+            return Err(invalid(problem.to_owned()));
+        }
         let retry = self.retry.as_ref().map(RetryPolicy::new);
         let budget = retry.as_ref().and_then(|r| r.budget().cloned());
         Ok(ResilienceLayer {
