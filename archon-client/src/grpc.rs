@@ -82,6 +82,31 @@ pub struct GrpcConfig {
     /// assert!(cfg.balance.is_some());
     /// ```
     pub balance: Option<BalanceConfig>,
+    /// TLS settings for an `https` endpoint (needs the `rustls` feature). An `https`
+    /// endpoint uses the platform's trust roots plus `tls.ca_file`, and checks the
+    /// certificate against `tls.domain` or else the endpoint's host (also when balancing
+    /// over addresses).
+    pub tls: GrpcTlsConfig,
+}
+
+/// TLS for an `https` gRPC endpoint (used with the `rustls` feature; without it an `https`
+/// endpoint is a configuration error).
+///
+/// ```
+/// let cfg: archon_client::grpc::GrpcConfig = toml::from_str(r#"
+///     endpoint = "https://inventory.internal:50051"
+///     tls = { ca_file = "/etc/archon/ca.pem", domain = "inventory.internal" }
+/// "#).unwrap();
+/// assert!(cfg.tls.ca_file.is_some());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct GrpcTlsConfig {
+    /// A PEM file of extra certificate authorities to trust (e.g. a private CA).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The name the server's certificate must be valid for; default: the endpoint's host.
+    pub domain: Option<String>,
 }
 
 impl Default for GrpcConfig {
@@ -92,6 +117,7 @@ impl Default for GrpcConfig {
             connect_timeout: None,
             max_replay_bytes: 64 * 1024,
             balance: None,
+            tls: GrpcTlsConfig::default(),
         }
     }
 }
@@ -130,7 +156,74 @@ fn endpoint(cfg: &GrpcConfig) -> Result<tonic::transport::Endpoint> {
     if let Some(t) = cfg.connect_timeout {
         ep = ep.connect_timeout(t);
     }
+    if let Some(tls) = tls(cfg)? {
+        ep = tls.apply(ep)?;
+    }
     Ok(ep)
+}
+
+/// What an `https` endpoint needs, read once.
+#[derive(Clone)]
+struct Tls {
+    #[cfg(feature = "rustls")]
+    config: tonic::transport::ClientTlsConfig,
+}
+
+impl Tls {
+    #[cfg(feature = "rustls")]
+    fn apply(&self, ep: tonic::transport::Endpoint) -> Result<tonic::transport::Endpoint> {
+        ep.tls_config(self.config.clone()).map_err(|e| {
+            Error::new(ErrorKind::Config)
+                .with_context("tls")
+                .with_source(e.into())
+        })
+    }
+
+    #[cfg(not(feature = "rustls"))]
+    fn apply(&self, ep: tonic::transport::Endpoint) -> Result<tonic::transport::Endpoint> {
+        Ok(ep)
+    }
+}
+
+/// The TLS settings of `cfg`, when its endpoint is `https`.
+fn tls(cfg: &GrpcConfig) -> Result<Option<Tls>> {
+    let uri: http::Uri = cfg.endpoint.parse().map_err(|e: http::uri::InvalidUri| {
+        Error::new(ErrorKind::Config)
+            .with_context(format!("endpoint `{}`", cfg.endpoint))
+            .with_source(e.into())
+    })?;
+    if uri.scheme_str() != Some("https") {
+        return Ok(None);
+    }
+    #[cfg(feature = "rustls")]
+    {
+        use tonic::transport::{Certificate, ClientTlsConfig};
+        let mut config = ClientTlsConfig::new().with_native_roots();
+        if let Some(path) = &cfg.tls.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                Error::new(ErrorKind::Config)
+                    .with_context(format!("tls.ca_file `{}`", path.display()))
+                    .with_source(e.into())
+            })?;
+            config = config.ca_certificate(Certificate::from_pem(pem));
+        }
+        if let Some(domain) = cfg
+            .tls
+            .domain
+            .clone()
+            .or_else(|| uri.host().map(str::to_owned))
+        {
+            config = config.domain_name(domain);
+        }
+        Ok(Some(Tls { config }))
+    }
+    #[cfg(not(feature = "rustls"))]
+    {
+        Err(Error::new(ErrorKind::Config).with_context(format!(
+            "endpoint `{}` is https: build archon-client with the `rustls` feature",
+            cfg.endpoint
+        )))
+    }
 }
 
 /// Connects to `cfg.endpoint` and wraps the channel in `cfg.policy`. With `cfg.balance`,
@@ -172,12 +265,17 @@ fn balanced_channel(cfg: &GrpcConfig) -> Result<GrpcChannel> {
     let connect_timeout = cfg.connect_timeout;
     let timeout = cfg.policy.timeout;
     let name = cfg.endpoint.clone();
+    // Every endpoint is checked against the configured domain or the base endpoint's host.
+    let tls = tls(cfg)?;
     let lb = balance
         .build(&name, move |authority: &str| {
             let mut ep =
                 tonic::transport::Endpoint::from_shared(format!("{scheme}://{authority}"))?;
             if let Some(t) = connect_timeout {
                 ep = ep.connect_timeout(t);
+            }
+            if let Some(tls) = &tls {
+                ep = tls.apply(ep)?;
             }
             let channel = ep.connect_lazy();
             // The per-attempt timeout, per endpoint: its breaker sees the endpoint's timeouts.
