@@ -749,6 +749,20 @@ impl<S: Service<Req>, Req> fmt::Debug for SharedBalancer<S, Req> {
 
 impl<S: Service<Req>, Req> SharedBalancer<S, Req> {
     /// The endpoints known now (`host:port`, sorted) and their breakers.
+    ///
+    /// ```
+    /// use archon_client::balance::{BalanceConfig, SharedBalancer};
+    /// use archon_client::circuit_breaker::CircuitState;
+    /// let lb: SharedBalancer<_, ()> = BalanceConfig::endpoints(["b:2", "a:1"])
+    ///     .build("inventory", |_: &str| Ok(tower::service_fn(|_: ()| async {
+    ///         Ok::<_, std::io::Error>(http::Response::new(()))
+    ///     })))
+    ///     .unwrap();
+    /// let endpoints = lb.endpoint_breakers();
+    /// assert_eq!(endpoints[0].0, "a:1");
+    /// assert_eq!(endpoints[0].1.name(), "inventory:a:1");
+    /// assert_eq!(endpoints[1].1.state(), CircuitState::Closed);
+    /// ```
     pub fn endpoint_breakers(&self) -> Vec<(String, CircuitBreakerHandle)> {
         self.set.snapshot()
     }

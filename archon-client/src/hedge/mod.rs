@@ -202,6 +202,15 @@ pub struct Hedge<S> {
 
 impl<S> Hedge<S> {
     /// The delay a call would wait now before its hedge (see [`HedgeLayer::current_delay`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::hedge::{HedgeConfig, HedgeLayer};
+    /// use tower::Layer;
+    /// let svc = HedgeLayer::new(HedgeConfig::fixed(Duration::from_millis(30)), None)
+    ///     .layer(tower::service_fn(|_: http::Request<()>| async { Ok::<_, archon_core::BoxError>(()) }));
+    /// assert_eq!(svc.current_delay(), Duration::from_millis(30));
+    /// ```
     pub fn current_delay(&self) -> Duration {
         current_delay(&self.config, self.estimator.as_deref())
     }

@@ -376,6 +376,15 @@ impl<K: Hash + Eq + Clone, F> KeyedRateLimitLayer<K, F> {
     /// A limiter giving each `key(&request)` the quota of `config`, keeping at most 10,000
     /// keys (see [`max_keys`](Self::max_keys)).
     ///
+    /// ```
+    /// use archon_client::rate_limit::{KeyedRateLimitLayer, RateLimitConfig};
+    /// let layer: KeyedRateLimitLayer<String, _> = KeyedRateLimitLayer::new(
+    ///     RateLimitConfig { per_second: 5, ..Default::default() },
+    ///     |req: &http::Request<()>| req.uri().path().to_owned(),
+    /// ).unwrap();
+    /// # let _ = layer;
+    /// ```
+    ///
     /// # Errors
     /// [`InvalidRateLimit`] when `per_second` is 0.
     pub fn new(config: RateLimitConfig, key: F) -> Result<Self, InvalidRateLimit> {
