@@ -15,7 +15,9 @@ use crate::circuit_breaker::{
 };
 use crate::classify::{Classifier, DefaultClassifier};
 use crate::hedge::{HedgeConfig, HedgeLayer};
-use crate::rate_limit::{RateLimitConfig, RateLimitLayer};
+use crate::rate_limit::{
+    KeyedRateLimitConfig, KeyedRateLimitLayer, RateLimitConfig, RateLimitKey, RateLimitLayer,
+};
 use crate::retry::{
     DefaultRetryClassifier, RetryClassifier, RetryConfig, RetryPolicy, RetryRequest,
 };
@@ -63,6 +65,9 @@ pub struct ResiliencePolicy {
     pub bulkhead: Option<BulkheadConfig>,
     /// Client-side rate limit.
     pub rate_limit: Option<RateLimitConfig>,
+    /// Client-side rate limit per key (upstream host, path, or a header such as a tenant
+    /// id), with a bounded number of keys; after the shared `rate_limit` when both are set.
+    pub keyed_rate_limit: Option<KeyedRateLimitConfig>,
 }
 
 /// A [`ResiliencePolicy`] that cannot be built.
@@ -130,6 +135,20 @@ impl ResiliencePolicy {
         self
     }
 
+    /// Enables the keyed rate limiter.
+    ///
+    /// ```
+    /// use archon_client::{ResiliencePolicy, rate_limit::{KeyedRateLimitConfig, RateLimitKey}};
+    /// let policy = ResiliencePolicy::default()
+    ///     .keyed_rate_limit(KeyedRateLimitConfig::new(10, RateLimitKey::Header("x-tenant".into())));
+    /// assert!(policy.build("x").is_ok());
+    /// ```
+    #[must_use]
+    pub fn keyed_rate_limit(mut self, keyed: KeyedRateLimitConfig) -> Self {
+        self.keyed_rate_limit = Some(keyed);
+        self
+    }
+
     /// Builds the shared parts (breaker, bulkhead slots, limiter, budget) under `name`
     /// (used in metrics and logs).
     ///
@@ -151,10 +170,19 @@ impl ResiliencePolicy {
             .map(RateLimitLayer::new)
             .transpose()
             .map_err(|e| invalid(e.to_string()))?;
+        let keyed_rate_limit = self
+            .keyed_rate_limit
+            .as_ref()
+            .map(|cfg| KeyedRateLimitLayer::from_config(cfg, cfg.key.clone()))
+            .transpose()
+            .map_err(|e| invalid(format!("keyed_rate_limit: {e}")))?;
         if let Some(retry) = &self.retry {
             retry
                 .grpc_codes()
                 .map_err(|n| invalid(format!("unknown gRPC code `{n}` in retry")))?;
+        }
+        if let Some(problem) = self.hedge.as_ref().and_then(HedgeConfig::problem) {
+            return Err(invalid(problem.to_owned()));
         }
         let retry = self.retry.as_ref().map(RetryPolicy::new);
         let budget = retry.as_ref().and_then(|r| r.budget().cloned());
@@ -166,6 +194,7 @@ impl ResiliencePolicy {
             breaker,
             bulkhead: self.bulkhead.map(|cfg| BulkheadLayer::new(name, cfg)),
             rate_limit,
+            keyed_rate_limit,
         })
     }
 }
@@ -183,8 +212,9 @@ impl ResiliencePolicy {
 ///    breaker and bulkhead;
 /// 4. **circuit breaker**: outside the bulkhead and limiter, so calls it rejects take no slot,
 ///    and slots being full does not count as the upstream failing;
-/// 5. **bulkhead**, then 6. **rate limiter**: a call holds a concurrency slot while it waits for
-///    its rate-limit turn, never the other way round;
+/// 5. **bulkhead**, then 6. **rate limiter** (the shared one, then the keyed one): a call
+///    holds a concurrency slot while it waits for its rate-limit turn, never the other way
+///    round;
 /// 7. **per-attempt timeout**: innermost, so it limits the network call alone and its expiry
 ///    is seen by the breaker as a failure and by retry as retryable.
 ///
@@ -220,6 +250,7 @@ pub struct ResilienceLayer {
     breaker: Option<CircuitBreakerHandle>,
     bulkhead: Option<BulkheadLayer>,
     rate_limit: Option<RateLimitLayer>,
+    keyed_rate_limit: Option<KeyedRateLimitLayer<String, RateLimitKey>>,
 }
 
 type BreakerStack =
@@ -271,6 +302,10 @@ impl ResilienceLayer {
             ServiceBuilder::new()
                 .option_layer(self.bulkhead.clone())
                 .option_layer(self.rate_limit.clone())
+                .option_layer(self.keyed_rate_limit.as_ref().map(|layer| {
+                    let key = layer.key().clone();
+                    layer.with_key_fn(move |req: &Req| key.of_any(req))
+                }))
                 .option_layer(self.timeout.map(tower::timeout::TimeoutLayer::new))
                 .layer(MapErrLayer::new(Into::<BoxError>::into))
                 .service(inner),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use archon_core::BoxError;
 
+use crate::balance::NoEndpoints;
 use crate::bulkhead::BulkheadFull;
 use crate::circuit_breaker::CircuitOpen;
 use crate::rate_limit::RateLimited;
@@ -45,6 +46,8 @@ pub enum ErrorKind {
     UnknownUpstream,
     /// The client configuration is invalid.
     Config,
+    /// A balanced upstream has no endpoint (an empty DNS answer or a failed resolution).
+    NoEndpoints,
 }
 
 impl ErrorKind {
@@ -107,7 +110,10 @@ impl Error {
     /// budget are not: they say to back off.
     pub fn is_retryable(&self) -> bool {
         match self.kind {
-            ErrorKind::Timeout | ErrorKind::Transport | ErrorKind::RateLimited => true,
+            ErrorKind::Timeout
+            | ErrorKind::Transport
+            | ErrorKind::RateLimited
+            | ErrorKind::NoEndpoints => true,
             ErrorKind::Status(s) => s == 408 || s == 429 || (s >= 500 && s != 501 && s < 600),
             _ => false,
         }
@@ -148,6 +154,9 @@ fn kind_of(err: &(dyn std::error::Error + 'static)) -> ErrorKind {
     }
     if err.is::<BudgetExhausted>() {
         return ErrorKind::BudgetExhausted;
+    }
+    if err.is::<NoEndpoints>() {
+        return ErrorKind::NoEndpoints;
     }
     if err.is::<DeadlineExceeded>() || err.is::<tower::timeout::error::Elapsed>() {
         return ErrorKind::Timeout;
@@ -203,6 +212,7 @@ impl fmt::Display for Error {
             ErrorKind::InvalidRequest => f.write_str("invalid request")?,
             ErrorKind::UnknownUpstream => f.write_str("unknown upstream")?,
             ErrorKind::Config => f.write_str("invalid client configuration")?,
+            ErrorKind::NoEndpoints => f.write_str("no endpoint available")?,
         }
         if let Some(context) = &self.context {
             write!(f, " ({context})")?;

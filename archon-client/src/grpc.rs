@@ -39,6 +39,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_service::Service;
 
+use crate::balance::BalanceConfig;
 use crate::builder::ResiliencePolicy;
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry::{DefaultRetryClassifier, RetryAction, RetryClassifier, RetryRequest};
@@ -66,6 +67,46 @@ pub struct GrpcConfig {
     pub connect_timeout: Option<Duration>,
     /// Request bodies up to this size are kept so they can be sent again.
     pub max_replay_bytes: usize,
+    /// Balance over several endpoints (a static list of `host:port` or a DNS name) instead
+    /// of `endpoint`'s host; `endpoint` then gives only the scheme (and, with TLS, the
+    /// server name checked against the certificate). Each endpoint is connected lazily and
+    /// has its own ejection breaker; the per-attempt `timeout` applies per endpoint, so the
+    /// endpoint's breaker counts it.
+    ///
+    /// ```
+    /// let cfg: archon_client::grpc::GrpcConfig = toml::from_str(r#"
+    ///     endpoint = "http://inventory"
+    ///     [balance]
+    ///     dns = { host = "inventory.internal", port = 50051, every = "10s" }
+    /// "#).unwrap();
+    /// assert!(cfg.balance.is_some());
+    /// ```
+    pub balance: Option<BalanceConfig>,
+    /// TLS settings for an `https` endpoint (needs the `rustls` feature). An `https`
+    /// endpoint uses the platform's trust roots plus `tls.ca_file`, and checks the
+    /// certificate against `tls.domain` or else the endpoint's host (also when balancing
+    /// over addresses).
+    pub tls: GrpcTlsConfig,
+}
+
+/// TLS for an `https` gRPC endpoint (used with the `rustls` feature; without it an `https`
+/// endpoint is a configuration error).
+///
+/// ```
+/// let cfg: archon_client::grpc::GrpcConfig = toml::from_str(r#"
+///     endpoint = "https://inventory.internal:50051"
+///     tls = { ca_file = "/etc/archon/ca.pem", domain = "inventory.internal" }
+/// "#).unwrap();
+/// assert!(cfg.tls.ca_file.is_some());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct GrpcTlsConfig {
+    /// A PEM file of extra certificate authorities to trust (e.g. a private CA).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The name the server's certificate must be valid for; default: the endpoint's host.
+    pub domain: Option<String>,
 }
 
 impl Default for GrpcConfig {
@@ -75,6 +116,8 @@ impl Default for GrpcConfig {
             policy: ResiliencePolicy::default(),
             connect_timeout: None,
             max_replay_bytes: 64 * 1024,
+            balance: None,
+            tls: GrpcTlsConfig::default(),
         }
     }
 }
@@ -88,6 +131,20 @@ impl GrpcConfig {
             ..Self::default()
         }
     }
+
+    /// Balances over the endpoints of `balance`.
+    ///
+    /// ```
+    /// use archon_client::{ResiliencePolicy, balance::BalanceConfig, grpc::GrpcConfig};
+    /// let cfg = GrpcConfig::new("http://inventory", ResiliencePolicy::default())
+    ///     .balance(BalanceConfig::endpoints(["10.0.0.1:50051", "10.0.0.2:50051"]));
+    /// assert!(cfg.balance.is_some());
+    /// ```
+    #[must_use]
+    pub fn balance(mut self, balance: BalanceConfig) -> Self {
+        self.balance = Some(balance);
+        self
+    }
 }
 
 fn endpoint(cfg: &GrpcConfig) -> Result<tonic::transport::Endpoint> {
@@ -99,14 +156,85 @@ fn endpoint(cfg: &GrpcConfig) -> Result<tonic::transport::Endpoint> {
     if let Some(t) = cfg.connect_timeout {
         ep = ep.connect_timeout(t);
     }
+    if let Some(tls) = tls(cfg)? {
+        ep = tls.apply(ep)?;
+    }
     Ok(ep)
 }
 
-/// Connects to `cfg.endpoint` and wraps the channel in `cfg.policy`.
+/// What an `https` endpoint needs, read once.
+#[derive(Clone)]
+struct Tls {
+    #[cfg(feature = "rustls")]
+    config: tonic::transport::ClientTlsConfig,
+}
+
+impl Tls {
+    #[cfg(feature = "rustls")]
+    fn apply(&self, ep: tonic::transport::Endpoint) -> Result<tonic::transport::Endpoint> {
+        ep.tls_config(self.config.clone()).map_err(|e| {
+            Error::new(ErrorKind::Config)
+                .with_context("tls")
+                .with_source(e.into())
+        })
+    }
+
+    #[cfg(not(feature = "rustls"))]
+    fn apply(&self, ep: tonic::transport::Endpoint) -> Result<tonic::transport::Endpoint> {
+        Ok(ep)
+    }
+}
+
+/// The TLS settings of `cfg`, when its endpoint is `https`.
+fn tls(cfg: &GrpcConfig) -> Result<Option<Tls>> {
+    let uri: http::Uri = cfg.endpoint.parse().map_err(|e: http::uri::InvalidUri| {
+        Error::new(ErrorKind::Config)
+            .with_context(format!("endpoint `{}`", cfg.endpoint))
+            .with_source(e.into())
+    })?;
+    if uri.scheme_str() != Some("https") {
+        return Ok(None);
+    }
+    #[cfg(feature = "rustls")]
+    {
+        use tonic::transport::{Certificate, ClientTlsConfig};
+        let mut config = ClientTlsConfig::new().with_native_roots();
+        if let Some(path) = &cfg.tls.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                Error::new(ErrorKind::Config)
+                    .with_context(format!("tls.ca_file `{}`", path.display()))
+                    .with_source(e.into())
+            })?;
+            config = config.ca_certificate(Certificate::from_pem(pem));
+        }
+        if let Some(domain) = cfg
+            .tls
+            .domain
+            .clone()
+            .or_else(|| uri.host().map(str::to_owned))
+        {
+            config = config.domain_name(domain);
+        }
+        Ok(Some(Tls { config }))
+    }
+    #[cfg(not(feature = "rustls"))]
+    {
+        Err(Error::new(ErrorKind::Config).with_context(format!(
+            "endpoint `{}` is https: build archon-client with the `rustls` feature",
+            cfg.endpoint
+        )))
+    }
+}
+
+/// Connects to `cfg.endpoint` and wraps the channel in `cfg.policy`. With `cfg.balance`,
+/// balances over its endpoints instead, each connected on first use (as [`channel_lazy`]).
 ///
 /// # Errors
 /// `Config` for a bad endpoint or policy; `Transport` when the connection fails.
 pub async fn channel(cfg: &GrpcConfig) -> Result<GrpcChannel> {
+    if cfg.balance.is_some() {
+        return balanced_channel(cfg);
+    }
     let ch = endpoint(cfg)?
         .connect()
         .await
@@ -120,8 +248,48 @@ pub async fn channel(cfg: &GrpcConfig) -> Result<GrpcChannel> {
 /// # Errors
 /// `Config` for a bad endpoint or policy.
 pub fn channel_lazy(cfg: &GrpcConfig) -> Result<GrpcChannel> {
+    if cfg.balance.is_some() {
+        return balanced_channel(cfg);
+    }
     let ch = endpoint(cfg)?.connect_lazy();
     wrap(ch, &cfg.endpoint, &cfg.policy, cfg.max_replay_bytes)
+}
+
+/// The balanced channel of `cfg` (which has `balance`).
+fn balanced_channel(cfg: &GrpcConfig) -> Result<GrpcChannel> {
+    let Some(balance) = &cfg.balance else {
+        return channel_lazy(cfg);
+    };
+    let base = endpoint(cfg)?;
+    let scheme = base.uri().scheme_str().unwrap_or("http").to_owned();
+    let connect_timeout = cfg.connect_timeout;
+    let timeout = cfg.policy.timeout;
+    let name = cfg.endpoint.clone();
+    // Every endpoint is checked against the configured domain or the base endpoint's host.
+    let tls = tls(cfg)?;
+    let lb = balance
+        .build(&name, move |authority: &str| {
+            let mut ep =
+                tonic::transport::Endpoint::from_shared(format!("{scheme}://{authority}"))?;
+            if let Some(t) = connect_timeout {
+                ep = ep.connect_timeout(t);
+            }
+            if let Some(tls) = &tls {
+                ep = tls.apply(ep)?;
+            }
+            let channel = ep.connect_lazy();
+            // The per-attempt timeout, per endpoint: its breaker sees the endpoint's timeouts.
+            Ok(ServiceBuilder::new()
+                .option_layer(timeout.map(tower::timeout::TimeoutLayer::new))
+                .map_err(Into::<BoxError>::into)
+                .service(channel))
+        })
+        .map_err(|e| {
+            Error::new(ErrorKind::Config)
+                .with_context(format!("`{name}`: balance"))
+                .with_source(e.into())
+        })?;
+    wrap_with(lb, &name, &cfg.policy, cfg.max_replay_bytes, false)
 }
 
 /// Wraps any gRPC transport (`tower::Service<http::Request<Body>>`) in `policy`, named `name`
@@ -153,7 +321,32 @@ where
     S::Future: Send + 'static,
     S::Error: Into<BoxError> + 'static,
 {
-    let layer = policy
+    wrap_with(transport, name, policy, max_replay_bytes, true)
+}
+
+/// [`wrap`], with the per-attempt timeout in the stack or left to the transport (balanced
+/// endpoints apply it themselves).
+fn wrap_with<S>(
+    transport: S,
+    name: &str,
+    policy: &ResiliencePolicy,
+    max_replay_bytes: usize,
+    timeout_in_stack: bool,
+) -> Result<GrpcChannel>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + 'static,
+{
+    let mut stacked = policy.clone();
+    if !timeout_in_stack {
+        stacked.timeout = None;
+    }
+    let layer = stacked
         .build(name)
         .map_err(|e| Error::new(ErrorKind::Config).with_source(e.into()))?;
     let bottom = ServiceBuilder::new()

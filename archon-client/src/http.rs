@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
+use crate::balance::{BalanceConfig, EndpointSet, split_authority};
 use crate::builder::ResiliencePolicy;
 use crate::circuit_breaker::CircuitBreakerHandle;
 use crate::error::{Error, ErrorKind, Result};
@@ -68,6 +69,23 @@ pub struct UpstreamConfig {
     /// Request bodies up to this size are kept so they can be sent again; larger ones are
     /// streamed and sent once.
     pub max_replay_bytes: usize,
+    /// Balance over several endpoints (a static list or a DNS name) instead of the base URL's
+    /// host: each request keeps the base URL's scheme and path, and is sent to the
+    /// `host:port` picked by power-of-two-choices. Endpoints whose breaker opens are ejected.
+    /// The per-attempt `timeout` of every route then applies per endpoint (as reqwest's
+    /// request timeout, which also bounds reading the body), so the endpoint's breaker counts
+    /// it.
+    ///
+    /// ```
+    /// let up: archon_client::http::UpstreamConfig = toml::from_str(r#"
+    ///     base_url = "http://inventory/api"
+    ///     [balance]
+    ///     endpoints = ["10.0.0.1:8080", "10.0.0.2:8080"]
+    ///     ejection = { window_size = 20, minimum_calls = 10, wait_in_open = "10s" }
+    /// "#).unwrap();
+    /// assert_eq!(up.balance.unwrap().endpoints.len(), 2);
+    /// ```
+    pub balance: Option<BalanceConfig>,
 }
 
 impl Default for UpstreamConfig {
@@ -77,6 +95,7 @@ impl Default for UpstreamConfig {
             policy: ResiliencePolicy::default(),
             routes: BTreeMap::new(),
             max_replay_bytes: 64 * 1024,
+            balance: None,
         }
     }
 }
@@ -95,6 +114,20 @@ impl UpstreamConfig {
     #[must_use]
     pub fn route(mut self, prefix: impl Into<String>, policy: ResiliencePolicy) -> Self {
         self.routes.insert(prefix.into(), policy);
+        self
+    }
+
+    /// Balances over the endpoints of `balance`.
+    ///
+    /// ```
+    /// use archon_client::{ResiliencePolicy, balance::BalanceConfig, http::UpstreamConfig};
+    /// let up = UpstreamConfig::new("http://inventory", ResiliencePolicy::default())
+    ///     .balance(BalanceConfig::endpoints(["10.0.0.1:8080", "10.0.0.2:8080"]));
+    /// assert!(up.balance.is_some());
+    /// ```
+    #[must_use]
+    pub fn balance(mut self, balance: BalanceConfig) -> Self {
+        self.balance = Some(balance);
         self
     }
 }
@@ -129,12 +162,15 @@ struct Route {
     prefix: String,
     stack: Stack,
     breaker: Option<CircuitBreakerHandle>,
+    /// Set on the request (reqwest's timeout) when the upstream is balanced.
+    attempt_timeout: Option<std::time::Duration>,
 }
 
 struct Upstream {
     base: reqwest::Url,
     routes: Vec<Route>,
     max_replay_bytes: usize,
+    endpoints: Option<Arc<EndpointSet>>,
 }
 
 impl Upstream {
@@ -188,14 +224,48 @@ impl HttpClient {
                     .with_context(format!("upstream `{name}`: base_url"))
                     .with_source(e.into())
             })?;
+            let balancer = up
+                .balance
+                .as_ref()
+                .map(|cfg| {
+                    let client = client.clone();
+                    cfg.build(name, move |endpoint: &str| {
+                        Ok(endpoint_service(client.clone(), endpoint))
+                    })
+                })
+                .transpose()
+                .map_err(|e| {
+                    Error::new(ErrorKind::Config)
+                        .with_context(format!("upstream `{name}`: balance"))
+                        .with_source(e.into())
+                })?;
             let build = |label: String, policy: &ResiliencePolicy| -> Result<Route> {
-                let layer = policy
-                    .build(&label)
-                    .map_err(|e| Error::new(ErrorKind::Config).with_source(e.into()))?;
-                Ok(Route {
-                    prefix: String::new(),
-                    stack: layer.wrap(client.clone()),
-                    breaker: layer.circuit_breaker().cloned(),
+                let config = |e: crate::builder::InvalidPolicy| {
+                    Error::new(ErrorKind::Config).with_source(e.into())
+                };
+                Ok(match &balancer {
+                    None => {
+                        let layer = policy.build(&label).map_err(config)?;
+                        Route {
+                            prefix: String::new(),
+                            stack: layer.wrap(client.clone()),
+                            breaker: layer.circuit_breaker().cloned(),
+                            attempt_timeout: None,
+                        }
+                    }
+                    Some(lb) => {
+                        // The per-attempt timeout moves below the balancer (onto the request),
+                        // so each endpoint's breaker sees its own timeouts.
+                        let mut above = policy.clone();
+                        above.timeout = None;
+                        let layer = above.build(&label).map_err(config)?;
+                        Route {
+                            prefix: String::new(),
+                            stack: layer.wrap(lb.clone()),
+                            breaker: layer.circuit_breaker().cloned(),
+                            attempt_timeout: policy.timeout,
+                        }
+                    }
                 })
             };
             let mut routes = Vec::new();
@@ -212,6 +282,7 @@ impl HttpClient {
                     base,
                     routes,
                     max_replay_bytes: up.max_replay_bytes,
+                    endpoints: balancer.as_ref().map(crate::balance::SharedBalancer::set),
                 },
             );
         }
@@ -223,6 +294,27 @@ impl HttpClient {
     /// The circuit breaker guarding `path` on `upstream`, if its policy has one.
     pub fn circuit_breaker(&self, upstream: &str, path: &str) -> Option<CircuitBreakerHandle> {
         self.upstreams.get(upstream)?.route(path)?.breaker.clone()
+    }
+
+    /// The endpoints of a balanced `upstream` (`host:port`, sorted) with their ejection
+    /// breakers; empty when the upstream is not balanced (or DNS has not answered yet).
+    ///
+    /// ```
+    /// use archon_client::{ResiliencePolicy, balance::BalanceConfig, http::{HttpClient, HttpClientConfig, UpstreamConfig}};
+    /// let client = HttpClient::new(&HttpClientConfig::default().upstream(
+    ///     "users",
+    ///     UpstreamConfig::new("http://users", ResiliencePolicy::default())
+    ///         .balance(BalanceConfig::endpoints(["127.0.0.1:1", "127.0.0.1:2"])),
+    /// )).unwrap();
+    /// let endpoints = client.endpoint_breakers("users");
+    /// assert_eq!(endpoints[0].0, "127.0.0.1:1");
+    /// ```
+    pub fn endpoint_breakers(&self, upstream: &str) -> Vec<(String, CircuitBreakerHandle)> {
+        self.upstreams
+            .get(upstream)
+            .and_then(|u| u.endpoints.as_ref())
+            .map(|set| set.snapshot())
+            .unwrap_or_default()
     }
 
     /// A request to `path` (joined to the upstream's base URL).
@@ -360,6 +452,9 @@ impl RequestBuilder<'_> {
         let url = join(&upstream.base, &self.path);
         let mut req = reqwest::Request::new(self.method, url);
         *req.headers_mut() = self.headers;
+        if route.attempt_timeout.is_some() {
+            *req.timeout_mut() = route.attempt_timeout;
+        }
         if let Some(md) = Metadata::current() {
             let mut md = md;
             md.traceparent = md.traceparent.map(|tp| tp.child());
@@ -432,6 +527,43 @@ impl RequestBuilder<'_> {
             .map_err(|e| Error::from_boxed(e.into()))?;
         serde_json::from_slice(&bytes)
             .map_err(|e| Error::new(ErrorKind::Decode).with_source(e.into()))
+    }
+}
+
+/// A service sending each request to one endpoint (`host:port`) instead of its URL's host.
+#[derive(Clone)]
+struct ToEndpoint {
+    client: reqwest::Client,
+    host: String,
+    port: Option<u16>,
+}
+
+fn endpoint_service(client: reqwest::Client, endpoint: &str) -> ToEndpoint {
+    // Checked by `BalanceConfig::validate` (static) or a socket address (DNS).
+    let (host, port) = split_authority(endpoint).map_or((endpoint.to_owned(), None), |(h, p)| {
+        (h.to_owned(), Some(p))
+    });
+    ToEndpoint { client, host, port }
+}
+
+impl tower_service::Service<reqwest::Request> for ToEndpoint {
+    type Response = reqwest::Response;
+    type Error = reqwest::Error;
+    type Future = <reqwest::Client as tower_service::Service<reqwest::Request>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), reqwest::Error>> {
+        tower_service::Service::<reqwest::Request>::poll_ready(&mut self.client, cx)
+    }
+
+    fn call(&mut self, mut req: reqwest::Request) -> Self::Future {
+        let url = req.url_mut();
+        // Cannot fail for an http(s) URL and a checked host; a failure leaves the URL as is.
+        let _ = url.set_host(Some(&self.host));
+        let _ = url.set_port(self.port);
+        tower_service::Service::call(&mut self.client, req)
     }
 }
 

@@ -9,12 +9,12 @@
 //! |---|---|
 //! | [`circuit_breaker`] | Resilience4j-style breaker: true ring or per-second time window (O(1), atomics, no allocation), slow calls, exactly N half-open probes, generations, forced/disabled/metrics-only, keyed registry |
 //! | [`retry`] | a `tower::retry::Policy`: full-jitter backoff, attempt/time limits, an exact retry budget, `Retry-After` and `grpc-retry-pushback-ms`, idempotency rules |
-//! | [`hedge`] | a second attempt for slow idempotent calls, drawing on the retry budget |
+//! | [`hedge`] | a second attempt for slow idempotent calls after a fixed delay or the observed p-th percentile latency, drawing on the retry budget |
 //! | [`bulkhead`] | at most N calls in flight, bounded wait, `BulkheadFull` |
-//! | [`rate_limit`] | client-side GCRA rate limit (governor), wait or reject |
+//! | [`rate_limit`] | client-side GCRA rate limit (governor), wait or reject; keyed by host, path or a header (tenant) with a bounded key count |
 //! | [`timeout`] | overall deadline across retries and its `grpc-timeout` propagation (per attempt: tower's `Timeout`) |
 //! | [`fallback`] | selected errors become a fallback response |
-//! | [`balance`] | power-of-two-choices over a static endpoint list, outlier ejection by per-endpoint breakers |
+//! | [`balance`] | power-of-two-choices over a static endpoint list or DNS re-resolution, outlier ejection by per-endpoint breakers; from configuration for HTTP upstreams and gRPC channels |
 //! | `http` | reqwest client with named upstreams, per-route policies, JSON helpers, trace/correlation headers |
 //! | `grpc` | the stack around a tonic `Channel`, so generated clients work unchanged |
 //!
@@ -24,6 +24,10 @@
 //! ## Feature flags
 //! - `http` (default): the reqwest client (`http` module).
 //! - `grpc` (default): the tonic channel wrapper (`grpc` module).
+//! - `rustls`: `https` upstreams, through reqwest's rustls TLS (implies `http`) and, with
+//!   `grpc`, tonic's TLS (aws-lc-rs crypto, the platform's trust roots, plus a configured CA
+//!   file for gRPC). Without it an `https` gRPC endpoint is a configuration error and
+//!   reqwest has no TLS.
 //!
 //! ## Example
 //! ```

@@ -241,9 +241,7 @@ async fn hedging_answers_from_the_fast_instance() {
     let client = client(
         &base,
         ResiliencePolicy::default()
-            .hedge(HedgeConfig {
-                delay: Duration::from_millis(50),
-            })
+            .hedge(HedgeConfig::fixed(Duration::from_millis(50)))
             .retry(quick_retry()),
     );
     let body = client

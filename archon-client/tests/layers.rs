@@ -273,6 +273,7 @@ mod hedging {
         HedgeLayer::new(
             HedgeConfig {
                 delay: Duration::from_millis(100),
+                ..HedgeConfig::default()
             },
             budget,
         )

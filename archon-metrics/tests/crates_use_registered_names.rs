@@ -203,6 +203,7 @@ fn archon_client_emits_registered_names() {
                 )
                 .hedge(HedgeConfig {
                     delay: Duration::from_millis(1),
+                    ..HedgeConfig::default()
                 })
                 .circuit_breaker(
                     CircuitBreakerConfig::default()

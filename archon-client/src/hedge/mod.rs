@@ -1,6 +1,9 @@
 //! Hedging for idempotent reads: when the first attempt has not answered after a delay, send
 //! a second one; the first good answer wins and the other is dropped (cancelled).
 //!
+//! The delay is fixed, or the observed p-th percentile latency of recent calls
+//! ([`LatencyPercentile`]: e.g. hedge the slowest 5 %, whatever the upstream's latency is today).
+//!
 //! Hedges draw from a [`RetryBudget`] (share the retry policy's, so hedges and retries
 //! together stay within the extra load it allows). Requests that are not idempotent or cannot
 //! be cloned are never hedged.
@@ -14,7 +17,7 @@
 //! let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
 //! let seen = calls.clone();
 //! let mut svc = ServiceBuilder::new()
-//!     .layer(HedgeLayer::new(HedgeConfig { delay: Duration::from_millis(10) }, None))
+//!     .layer(HedgeLayer::new(HedgeConfig::fixed(Duration::from_millis(10)), None))
 //!     .service(service_fn(move |_: http::Request<()>| {
 //!         let first = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
 //!         async move {
@@ -31,6 +34,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -42,25 +46,73 @@ use tower_service::Service;
 
 use crate::retry::{RetryBudget, RetryRequest};
 
+mod percentile;
+
+use self::percentile::Estimator;
+pub use self::percentile::LatencyPercentile;
+
 /// Hedging settings.
 ///
 /// ```
 /// let cfg: archon_client::hedge::HedgeConfig = toml::from_str("delay = '50ms'").unwrap();
 /// assert_eq!(cfg.delay.as_millis(), 50);
+/// assert!(cfg.percentile.is_none());
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HedgeConfig {
     /// How long the first attempt may take before a hedge is sent (pick about the p95 latency).
+    /// With `percentile`, used until enough calls are seen.
     #[serde(with = "archon_core::config::duration")]
     pub delay: Duration,
+    /// Hedge after the observed latency percentile of recent calls instead.
+    pub percentile: Option<LatencyPercentile>,
 }
 
 impl Default for HedgeConfig {
     fn default() -> Self {
         Self {
             delay: Duration::from_millis(100),
+            percentile: None,
         }
+    }
+}
+
+impl HedgeConfig {
+    /// Hedge after a fixed `delay`.
+    ///
+    /// ```
+    /// let cfg = archon_client::hedge::HedgeConfig::fixed(std::time::Duration::from_millis(20));
+    /// assert!(cfg.percentile.is_none());
+    /// ```
+    pub fn fixed(delay: Duration) -> Self {
+        Self {
+            delay,
+            percentile: None,
+        }
+    }
+
+    /// Hedge after the observed `percentile` latency, and after `delay` until enough calls
+    /// are seen.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::hedge::{HedgeConfig, LatencyPercentile};
+    /// let cfg = HedgeConfig::percentile(LatencyPercentile::new(95.0), Duration::from_millis(50));
+    /// assert_eq!(cfg.percentile.unwrap().percentile, 95.0);
+    /// ```
+    pub fn percentile(percentile: LatencyPercentile, delay: Duration) -> Self {
+        Self {
+            delay,
+            percentile: Some(percentile),
+        }
+    }
+
+    /// Why the settings cannot work, if they cannot.
+    pub(crate) fn problem(&self) -> Option<&'static str> {
+        self.percentile
+            .as_ref()
+            .and_then(LatencyPercentile::problem)
     }
 }
 
@@ -74,13 +126,49 @@ impl Default for HedgeConfig {
 pub struct HedgeLayer {
     config: HedgeConfig,
     budget: Option<RetryBudget>,
+    estimator: Option<Arc<Estimator>>,
 }
 
 impl HedgeLayer {
-    /// Hedges after `config.delay`, each hedge withdrawing from `budget` (none = unlimited).
+    /// Hedges after `config.delay` (or the observed percentile, with `config.percentile`:
+    /// every service of this layer and its clones share the latency estimate), each hedge
+    /// withdrawing from `budget` (none = unlimited). Out-of-range percentile settings are
+    /// clamped (a percentile into 1..=100, a window of at least one call, `max_delay` at
+    /// least `min_delay`); a [`ResiliencePolicy`](crate::ResiliencePolicy) rejects them instead.
     pub fn new(config: HedgeConfig, budget: Option<RetryBudget>) -> Self {
-        Self { config, budget }
+        let estimator = config.percentile.map(|mut p| {
+            p.percentile = if p.percentile.is_nan() {
+                95.0
+            } else {
+                p.percentile.clamp(1.0, 100.0)
+            };
+            p.window = p.window.max(1);
+            p.max_delay = p.max_delay.max(p.min_delay);
+            Arc::new(Estimator::new(p))
+        });
+        Self {
+            config,
+            budget,
+            estimator,
+        }
     }
+
+    /// The delay a call would wait now before its hedge: the observed percentile when enough
+    /// calls were seen, else the fixed delay.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::hedge::{HedgeConfig, HedgeLayer, LatencyPercentile};
+    /// let layer = HedgeLayer::new(HedgeConfig::percentile(LatencyPercentile::new(95.0), Duration::from_millis(40)), None);
+    /// assert_eq!(layer.current_delay(), Duration::from_millis(40));
+    /// ```
+    pub fn current_delay(&self) -> Duration {
+        current_delay(&self.config, self.estimator.as_deref())
+    }
+}
+
+fn current_delay(config: &HedgeConfig, estimator: Option<&Estimator>) -> Duration {
+    estimator.and_then(Estimator::delay).unwrap_or(config.delay)
 }
 
 impl<S> Layer<S> for HedgeLayer {
@@ -91,6 +179,7 @@ impl<S> Layer<S> for HedgeLayer {
             inner,
             config: self.config,
             budget: self.budget.clone(),
+            estimator: self.estimator.clone(),
         }
     }
 }
@@ -108,9 +197,24 @@ pub struct Hedge<S> {
     inner: S,
     config: HedgeConfig,
     budget: Option<RetryBudget>,
+    estimator: Option<Arc<Estimator>>,
 }
 
 impl<S> Hedge<S> {
+    /// The delay a call would wait now before its hedge (see [`HedgeLayer::current_delay`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::hedge::{HedgeConfig, HedgeLayer};
+    /// use tower::Layer;
+    /// let svc = HedgeLayer::new(HedgeConfig::fixed(Duration::from_millis(30)), None)
+    ///     .layer(tower::service_fn(|_: http::Request<()>| async { Ok::<_, archon_core::BoxError>(()) }));
+    /// assert_eq!(svc.current_delay(), Duration::from_millis(30));
+    /// ```
+    pub fn current_delay(&self) -> Duration {
+        current_delay(&self.config, self.estimator.as_deref())
+    }
+
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -169,35 +273,63 @@ where
             None
         };
         let primary = self.inner.call(req);
+        let estimator = self.estimator.clone();
         let Some(copy) = copy else {
+            let Some(estimator) = estimator else {
+                return ResponseFuture {
+                    inner: Box::pin(primary),
+                };
+            };
             return ResponseFuture {
-                inner: Box::pin(primary),
+                inner: Box::pin(async move {
+                    let started = tokio::time::Instant::now();
+                    let out = primary.await;
+                    estimator.record(started.elapsed());
+                    out
+                }),
             };
         };
         let service = self.inner.clone();
-        let delay = self.config.delay;
+        let delay = current_delay(&self.config, estimator.as_deref());
         let budget = self.budget.clone();
         ResponseFuture {
             inner: Box::pin(async move {
+                let started = tokio::time::Instant::now();
+                // The primary's latency (a lower bound when the hedge answered first).
+                let record = |estimator: &Option<Arc<Estimator>>| {
+                    if let Some(e) = estimator {
+                        e.record(started.elapsed());
+                    }
+                };
                 let primary = std::pin::pin!(primary);
                 let timer = std::pin::pin!(tokio::time::sleep(delay));
                 let primary = match select(primary, timer).await {
-                    Either::Left((out, _)) => return out,
+                    Either::Left((out, _)) => {
+                        record(&estimator);
+                        return out;
+                    }
                     Either::Right(((), primary)) => primary,
                 };
                 if let Some(budget) = &budget
                     && !budget.withdraw()
                 {
-                    return primary.await;
+                    let out = primary.await;
+                    record(&estimator);
+                    return out;
                 }
                 metrics::counter!(crate::metric_names::HEDGE_ATTEMPTS).increment(1);
                 let hedge = std::pin::pin!(service.oneshot(copy));
-                match select(primary, hedge).await {
+                let out = match select(primary, hedge).await {
                     // The first good answer wins; after a failure, wait for the other.
                     Either::Left((Ok(v), _)) | Either::Right((Ok(v), _)) => Ok(v),
-                    Either::Left((Err(_), other)) => other.await,
+                    Either::Left((Err(_), other)) => {
+                        record(&estimator);
+                        return other.await;
+                    }
                     Either::Right((Err(_), other)) => other.await,
-                }
+                };
+                record(&estimator);
+                out
             }),
         }
     }

@@ -36,6 +36,12 @@ use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
+mod keyed;
+
+pub use self::keyed::{
+    KeyedRateLimit, KeyedRateLimitConfig, KeyedRateLimitLayer, KeyedRequest, RateLimitKey,
+};
+
 /// Rate limit settings.
 ///
 /// ```
@@ -227,177 +233,6 @@ where
                     let give_up = tokio::time::Instant::now() + shared.max_wait;
                     loop {
                         match shared.check() {
-                            Ok(()) => break,
-                            Err(wait) if tokio::time::Instant::now() + wait > give_up => {
-                                return Err(RateLimited::new(wait).into());
-                            }
-                            Err(wait) => tokio::time::sleep(wait).await,
-                        }
-                    }
-                    service.oneshot(req).await.map_err(Into::into)
-                });
-                ResponseFuture::new(State::Waiting { future })
-            }
-        }
-    }
-}
-
-/// A rate limit per key (tenant, endpoint, user...): each key has its own GCRA state with the
-/// same quota. Keys not seen for a while are forgotten now and then, so the map stays small.
-///
-/// ```
-/// use std::time::Duration;
-/// use archon_client::rate_limit::{KeyedRateLimitLayer, RateLimitConfig, RateLimited};
-/// use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
-///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let cfg = RateLimitConfig { per_second: 1, burst: 1, max_wait: Duration::ZERO };
-/// let mut svc = ServiceBuilder::new()
-///     .layer(KeyedRateLimitLayer::new(cfg, |tenant: &&str| tenant.to_string()).unwrap())
-///     .service(service_fn(|_: &str| async { Ok::<_, archon_core::BoxError>(()) }));
-/// svc.ready().await.unwrap().call("acme").await.unwrap();
-/// svc.ready().await.unwrap().call("globex").await.unwrap(); // another key, its own quota
-/// assert!(svc.ready().await.unwrap().call("acme").await.unwrap_err().is::<RateLimited>());
-/// # }
-/// ```
-pub struct KeyedRateLimitLayer<K: std::hash::Hash + Eq + Clone, F> {
-    limiter: Arc<governor::DefaultKeyedRateLimiter<K>>,
-    clock: DefaultClock,
-    max_wait: Duration,
-    calls: Arc<std::sync::atomic::AtomicU64>,
-    key: F,
-}
-
-impl<K: std::hash::Hash + Eq + Clone, F: Clone> Clone for KeyedRateLimitLayer<K, F> {
-    fn clone(&self) -> Self {
-        Self {
-            limiter: self.limiter.clone(),
-            clock: self.clock.clone(),
-            max_wait: self.max_wait,
-            calls: self.calls.clone(),
-            key: self.key.clone(),
-        }
-    }
-}
-
-impl<K: std::hash::Hash + Eq + Clone, F> fmt::Debug for KeyedRateLimitLayer<K, F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedRateLimitLayer")
-            .field("max_wait", &self.max_wait)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<K: std::hash::Hash + Eq + Clone, F> KeyedRateLimitLayer<K, F> {
-    /// A limiter giving each `key(&request)` the quota of `config`.
-    ///
-    /// # Errors
-    /// [`InvalidRateLimit`] when `per_second` is 0.
-    pub fn new(config: RateLimitConfig, key: F) -> Result<Self, InvalidRateLimit> {
-        let per_second = NonZeroU32::new(config.per_second).ok_or(InvalidRateLimit(()))?;
-        let burst = NonZeroU32::new(config.burst).unwrap_or(per_second);
-        Ok(Self {
-            limiter: Arc::new(governor::RateLimiter::keyed(
-                Quota::per_second(per_second).allow_burst(burst),
-            )),
-            clock: DefaultClock::default(),
-            max_wait: config.max_wait,
-            calls: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-            key,
-        })
-    }
-
-    fn check(&self, key: &K) -> Result<(), Duration> {
-        // Now and then, forget keys whose state is back to full.
-        if self
-            .calls
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            .is_multiple_of(4096)
-        {
-            self.limiter.retain_recent();
-        }
-        self.limiter
-            .check_key(key)
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
-    }
-}
-
-impl<S, K: std::hash::Hash + Eq + Clone, F: Clone> Layer<S> for KeyedRateLimitLayer<K, F> {
-    type Service = KeyedRateLimit<S, K, F>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        KeyedRateLimit {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-/// A service whose calls pass a rate limit per key. Built by [`KeyedRateLimitLayer`].
-///
-/// ```
-/// use tower::Layer;
-/// use archon_client::rate_limit::KeyedRateLimitLayer;
-/// let layer: KeyedRateLimitLayer<u32, _> = KeyedRateLimitLayer::new(Default::default(), |r: &u32| *r).unwrap();
-/// let svc = layer.layer(tower::service_fn(|_: u32| async { Ok::<_, archon_core::BoxError>(()) }));
-/// # drop(svc);
-/// ```
-pub struct KeyedRateLimit<S, K: std::hash::Hash + Eq + Clone, F> {
-    inner: S,
-    layer: KeyedRateLimitLayer<K, F>,
-}
-
-impl<S: Clone, K: std::hash::Hash + Eq + Clone, F: Clone> Clone for KeyedRateLimit<S, K, F> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            layer: self.layer.clone(),
-        }
-    }
-}
-
-impl<S: fmt::Debug, K: std::hash::Hash + Eq + Clone, F> fmt::Debug for KeyedRateLimit<S, K, F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedRateLimit")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, K, F, Req> Service<Req> for KeyedRateLimit<S, K, F>
-where
-    S: Service<Req> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    Req: Send + 'static,
-    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
-    F: Fn(&Req) -> K + Clone + Send + Sync + 'static,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future, S::Response>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        let key = (self.layer.key)(&req);
-        match self.layer.check(&key) {
-            Ok(()) => ResponseFuture::new(State::Running {
-                future: self.inner.call(req),
-            }),
-            Err(wait) if wait > self.layer.max_wait => {
-                ResponseFuture::new(State::Rejected { wait })
-            }
-            Err(_) => {
-                let clone = self.inner.clone();
-                let service = std::mem::replace(&mut self.inner, clone);
-                let layer = self.layer.clone();
-                let future: Waiting<S::Response> = Box::pin(async move {
-                    let give_up = tokio::time::Instant::now() + layer.max_wait;
-                    loop {
-                        match layer.check(&key) {
                             Ok(()) => break,
                             Err(wait) if tokio::time::Instant::now() + wait > give_up => {
                                 return Err(RateLimited::new(wait).into());
