@@ -21,7 +21,7 @@ use archon_client::circuit_breaker::{
 use archon_client::retry::{RetryConfig, RetryPolicy, RetryRequest};
 use archon_client::timeout::DeadlineRequest;
 use archon_core::BoxError;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 
@@ -347,4 +347,56 @@ fn threads(c: &mut Criterion) {
 }
 
 criterion_group!(benches, per_layer, windows, threads);
-criterion_main!(benches);
+
+/// `ARCHON_PROFILE=<stack> ARCHON_PROFILE_CALLS=<n>` runs only `n` calls of one stack (for
+/// `valgrind --tool=callgrind`: instructions per call = difference of two runs / difference
+/// of `n`).
+fn profile(which: &str, calls: u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    fn run<S: Service<Req>>(rt: &tokio::runtime::Runtime, mut svc: S, calls: u64) {
+        rt.block_on(async {
+            for i in 0..calls {
+                call(&mut svc, i).await;
+            }
+        });
+    }
+    match which {
+        "noop" => run(&rt, noop(), calls),
+        "breaker" => run(&rt, ours_breaker(), calls),
+        "breaker-tr" => run(&rt, tr_breaker(), calls),
+        "retry" => run(&rt, ours_retry(), calls),
+        "retry-tower" => run(&rt, tower_retry(), calls),
+        "bulkhead" => run(&rt, ours_bulkhead(), calls),
+        "bulkhead-tower" => run(&rt, tower_limit(), calls),
+        "stack" => run(&rt, ours_full(), calls),
+        "stack-tower" => run(&rt, tower_full(), calls),
+        "stack-tr" => run(&rt, tr_full(), calls),
+        "window" => {
+            let handle =
+                CircuitBreakerHandle::new("p", breaker_cfg().minimum_calls(u32::MAX)).unwrap();
+            for _ in 0..calls {
+                handle
+                    .try_acquire()
+                    .unwrap()
+                    .record_with_duration(Outcome::Success, Duration::ZERO);
+            }
+        }
+        other => panic!("unknown stack {other}"),
+    }
+}
+
+fn main() {
+    if let Ok(which) = std::env::var("ARCHON_PROFILE") {
+        let calls = std::env::var("ARCHON_PROFILE_CALLS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(100_000);
+        profile(&which, calls);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -1,7 +1,8 @@
 //! The shared breaker: state machine, windows, probes, events.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use tokio::time::Instant;
 
 use super::config::{CircuitBreakerConfig, InvalidConfig, WindowType};
 use super::error::CircuitOpen;
-use super::window::{Code, CountWindow, Padded, Snapshot, TimeWindow, Window};
+use super::window::{Code, CountWindow, Padded, Snapshot, Stripe, TimeWindow, Window};
 use crate::classify::Outcome;
 
 /// The state of a circuit breaker.
@@ -148,6 +149,8 @@ struct Shared {
     /// only: kept away from the window's counters.
     word: Padded<AtomicU64>,
     window: Window,
+    /// Per-thread-group batches of outcomes (see the window module).
+    stripes: Box<[Padded<Stripe>]>,
     probes: AtomicU64,
     /// Nanoseconds since `epoch` when the current state was entered.
     since: AtomicU64,
@@ -225,13 +228,57 @@ impl Metrics {
 /// ```
 #[derive(Clone)]
 pub struct CircuitBreakerHandle {
+    outer: Arc<Outer>,
+}
+
+/// What a handle points to: the breaker and one token per stripe.
+struct Outer {
     shared: Arc<Shared>,
+    tokens: Box<[Arc<Token>]>,
+}
+
+/// A permit's way back to its breaker and stripe. Each token is its own allocation on its own
+/// cache lines, so taking and dropping permits on different stripes touches no common
+/// reference count.
+#[repr(align(128))]
+struct Token {
+    shared: Arc<Shared>,
+    stripe: usize,
+}
+
+/// Stripes per breaker: twice the cores, a power of two, between 2 and 16 (computed once).
+fn stripe_count() -> usize {
+    static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *COUNT.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(2, |n| n.get() * 2)
+            .clamp(2, 16)
+            .next_power_of_two()
+    })
+}
+
+/// This thread's stripe among `count` (a power of two): threads are numbered in the order
+/// they first record, so concurrent threads land on different stripes.
+fn stripe_index(count: usize) -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    let i = INDEX.with(|i| {
+        let mut v = i.get();
+        if v == usize::MAX {
+            v = NEXT.fetch_add(1, Ordering::Relaxed);
+            i.set(v);
+        }
+        v
+    });
+    i & (count - 1)
 }
 
 impl fmt::Debug for CircuitBreakerHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerHandle")
-            .field("name", &self.shared.name)
+            .field("name", &self.outer.shared.name)
             .field("state", &self.state())
             .field("generation", &self.generation())
             .finish_non_exhaustive()
@@ -272,7 +319,7 @@ pub struct WindowMetrics {
 /// ```
 #[must_use = "record the outcome, or drop the permit if the call was cancelled"]
 pub struct Permit {
-    shared: Arc<Shared>,
+    token: Arc<Token>,
     word: u64,
     started: Instant,
     done: bool,
@@ -294,20 +341,24 @@ impl Permit {
         // One clock reading gives both the duration and the time-window second.
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.started);
-        self.shared.record(self.word, outcome, elapsed, Some(now));
+        self.token
+            .shared
+            .record(self.token.stripe, self.word, outcome, elapsed, Some(now));
     }
 
     /// Records the outcome with an explicit duration (for callers timing calls themselves).
     pub fn record_with_duration(mut self, outcome: Outcome, elapsed: Duration) {
         self.done = true;
-        self.shared.record(self.word, outcome, elapsed, None);
+        self.token
+            .shared
+            .record(self.token.stripe, self.word, outcome, elapsed, None);
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.done {
-            self.shared.cancelled(self.word);
+            self.token.shared.cancelled(self.word);
         }
     }
 }
@@ -333,8 +384,8 @@ impl CircuitBreakerHandle {
         };
         let metrics = Metrics::new(&name);
         metrics.set_state(CircuitState::Closed);
-        Self {
-            shared: Arc::new(Shared {
+        let stripes = stripe_count();
+        let shared = Arc::new(Shared {
                 failure_ppm: percent_to_ppm(config.failure_rate_threshold),
                 slow_ppm: percent_to_ppm(config.slow_call_rate_threshold),
                 slow_nanos: nanos(config.slow_call_duration),
@@ -343,6 +394,7 @@ impl CircuitBreakerHandle {
                 config,
                 word: Padded(AtomicU64::new(CircuitState::Closed.code())),
                 window,
+                stripes: (0..stripes).map(|_| Padded(Stripe::new())).collect(),
                 probes: AtomicU64::new(0),
                 since: AtomicU64::new(0),
                 open_for: AtomicU64::new(0),
@@ -351,8 +403,22 @@ impl CircuitBreakerHandle {
                 transition_lock: Mutex::new(()),
                 callback: OnceLock::new(),
                 metrics,
-            }),
+            });
+        let tokens = (0..stripes)
+            .map(|stripe| {
+                Arc::new(Token {
+                    shared: shared.clone(),
+                    stripe,
+                })
+            })
+            .collect();
+        Self {
+            outer: Arc::new(Outer { shared, tokens }),
         }
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.outer.shared
     }
 
     /// Calls `callback` on every state transition (after the new state is in force). A breaker
@@ -362,29 +428,29 @@ impl CircuitBreakerHandle {
         self,
         callback: impl Fn(&StateTransition) + Send + Sync + 'static,
     ) -> Self {
-        let _ = self.shared.callback.set(Arc::new(callback));
+        let _ = self.shared().callback.set(Arc::new(callback));
         self
     }
 
     /// The breaker's name.
     pub fn name(&self) -> &str {
-        &self.shared.name
+        &self.shared().name
     }
 
     /// The settings in force.
     pub fn config(&self) -> &CircuitBreakerConfig {
-        &self.shared.config
+        &self.shared().config
     }
 
     /// The current state. An open breaker whose wait is over still reports `Open` until the
     /// next call moves it to half-open.
     pub fn state(&self) -> CircuitState {
-        CircuitState::from_code(self.shared.word.load(Ordering::Acquire))
+        CircuitState::from_code(self.shared().word.load(Ordering::Acquire))
     }
 
     /// The generation: grows by one on every transition.
     pub fn generation(&self) -> u64 {
-        self.shared.word.load(Ordering::Acquire) >> STATE_BITS
+        self.shared().word.load(Ordering::Acquire) >> STATE_BITS
     }
 
     /// How long the breaker still rejects every call: the remaining wait when open,
@@ -398,7 +464,7 @@ impl CircuitBreakerHandle {
     /// assert_eq!(breaker.open_remaining(), Some(std::time::Duration::MAX));
     /// ```
     pub fn open_remaining(&self) -> Option<Duration> {
-        let shared = &self.shared;
+        let shared = self.shared();
         match CircuitState::from_code(shared.word.load(Ordering::Acquire)) {
             CircuitState::ForcedOpen => Some(Duration::MAX),
             CircuitState::Open => {
@@ -415,7 +481,9 @@ impl CircuitBreakerHandle {
 
     /// Rates over the current window.
     pub fn metrics(&self) -> WindowMetrics {
-        let s = self.shared.window.snapshot(self.shared.now_sec());
+        let shared = self.shared();
+        let word = shared.word.load(Ordering::Acquire);
+        let s = shared.window.snapshot(&shared.stripes, word, shared.now_sec());
         let rate = |n: u64| {
             if s.calls == 0 {
                 0.0
@@ -438,9 +506,10 @@ impl CircuitBreakerHandle {
     /// # Errors
     /// [`CircuitOpen`] while open, forced open, or half-open with every probe slot taken.
     pub fn try_acquire(&self) -> Result<Permit, CircuitOpen> {
-        let word = self.shared.admit()?;
+        let word = self.shared().admit()?;
+        let tokens = &self.outer.tokens;
         Ok(Permit {
-            shared: self.shared.clone(),
+            token: tokens[stripe_index(tokens.len())].clone(),
             word,
             started: Instant::now(),
             done: false,
@@ -449,27 +518,27 @@ impl CircuitBreakerHandle {
 
     /// Rejects every call until [`reset`](Self::reset).
     pub fn force_open(&self) {
-        self.shared.force(CircuitState::ForcedOpen);
+        self.shared().force(CircuitState::ForcedOpen);
     }
 
     /// Admits every call and records nothing until [`reset`](Self::reset).
     pub fn disable(&self) {
-        self.shared.force(CircuitState::Disabled);
+        self.shared().force(CircuitState::Disabled);
     }
 
     /// Admits every call and records outcomes, but never opens, until [`reset`](Self::reset).
     pub fn metrics_only(&self) {
-        self.shared.force(CircuitState::MetricsOnly);
+        self.shared().force(CircuitState::MetricsOnly);
     }
 
     /// Back to closed with an empty window.
     pub fn reset(&self) {
-        self.shared.force(CircuitState::Closed);
+        self.shared().force(CircuitState::Closed);
     }
 
     /// Whether `other` is the same breaker (shared state).
     pub fn same_as(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
+        Arc::ptr_eq(&self.outer.shared, &other.outer.shared)
     }
 }
 
@@ -554,7 +623,14 @@ impl Shared {
             .as_secs()
     }
 
-    fn record(&self, word: u64, outcome: Outcome, elapsed: Duration, now: Option<Instant>) {
+    fn record(
+        &self,
+        stripe: usize,
+        word: u64,
+        outcome: Outcome,
+        elapsed: Duration,
+        now: Option<Instant>,
+    ) {
         let state = CircuitState::from_code(word);
         if state == CircuitState::Disabled {
             return;
@@ -583,9 +659,11 @@ impl Shared {
         match state {
             CircuitState::Closed | CircuitState::MetricsOnly => {
                 let code = Code::new(failure, slow);
+                // `stripe < stripes.len()` by construction.
+                let stripe = &self.stripes[stripe];
                 let snap = match &self.window {
-                    Window::Count(w) => w.record(code),
-                    Window::Time(w) => w.record(code, self.second(now)),
+                    Window::Count(w) => w.record(stripe, word, code),
+                    Window::Time(w) => w.record(stripe, word, code, self.second(now)),
                 };
                 if state == CircuitState::Closed && self.should_open(snap) {
                     self.transition(word, CircuitState::Open);

@@ -6,8 +6,27 @@
 //! `fetch_add` of a (wrapping) delta updates all three at once. Removing an outcome is adding its
 //! negated packed value; since the fields never go below zero once every in-flight update has
 //! landed, the packed sum is always exact after the last update.
+//!
+//! # Stripes
+//!
+//! Successes are first gathered in a per-thread-group [`Stripe`] (its own cache line) and moved
+//! into the shared window in batches of up to [`BATCH`] calls, so that a healthy closed path
+//! writes no cache line that another thread writes too. A failure or a slow call is moved at
+//! once, together with the batch before it. A call is judged by the shared window's totals plus
+//! its own stripe's batch minus the ring slots that batch will overwrite:
+//!
+//! - all calls recorded through one stripe (one thread, e.g. a current-thread runtime, or
+//!   threads taking turns where each turn ends with a failure or a full batch): exactly the last
+//!   N calls, in the order recorded;
+//! - several stripes recording at once: the window still holds at most N calls, every failure
+//!   and slow call is in it from the moment it is recorded, but up to `BATCH - 1` recent
+//!   successes of each *other* stripe are not yet in it (their ring slots still hold older
+//!   outcomes), so a decision may count up to `(stripes - 1) * (BATCH - 1)` older outcomes in
+//!   place of newer successes.
+//!
+//! `snapshot` (the breaker's `metrics()`) adds every stripe's batch.
 
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 const FIELD_BITS: u32 = 21;
 const FIELD_MASK: u64 = (1 << FIELD_BITS) - 1;
@@ -36,6 +55,11 @@ impl Code {
         Self(1 | (u8::from(failure) << 1) | (u8::from(slow) << 2))
     }
 
+    /// A failure or a slow call.
+    fn is_bad(self) -> bool {
+        self.0 & 0b110 != 0
+    }
+
     fn packed(self) -> u64 {
         let c = u64::from(self.0);
         (c & 1) | (((c >> 1) & 1) << FIELD_BITS) | (((c >> 2) & 1) << (2 * FIELD_BITS))
@@ -58,37 +82,173 @@ impl Snapshot {
             slow: (v >> (2 * FIELD_BITS)) & FIELD_MASK,
         }
     }
+
+    /// `self + add - sub`, field by field, never below zero.
+    fn adjust(self, add: u64, sub: u64) -> Self {
+        let (a, s) = (Self::unpack(add), Self::unpack(sub));
+        Self {
+            calls: (self.calls + a.calls).saturating_sub(s.calls),
+            failures: (self.failures + a.failures).saturating_sub(s.failures),
+            slow: (self.slow + a.slow).saturating_sub(s.slow),
+        }
+    }
+}
+
+/// Outcomes gathered per stripe before they move into the shared window.
+pub(crate) const BATCH: usize = 64;
+
+/// One thread group's batch of outcomes not yet in the shared window. Written only by the
+/// thread holding `busy`; read (racily, for metrics) by anyone.
+#[derive(Debug)]
+pub(crate) struct Stripe {
+    busy: AtomicBool,
+    /// The breaker word (state and generation) the batch belongs to.
+    word: AtomicU64,
+    /// Outcomes in the batch.
+    len: AtomicU64,
+    /// Count window: the ring index the next outcome of the batch will take. Time window: the
+    /// second of the batch.
+    at: AtomicU64,
+    /// Packed totals of the batch.
+    pending: AtomicU64,
+    /// Count window: packed totals of the ring slots the batch will overwrite.
+    evict: AtomicU64,
+    codes: [AtomicU8; BATCH],
+}
+
+impl Stripe {
+    pub(crate) fn new() -> Self {
+        Self {
+            busy: AtomicBool::new(false),
+            word: AtomicU64::new(u64::MAX),
+            len: AtomicU64::new(0),
+            at: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+            evict: AtomicU64::new(0),
+            codes: [const { AtomicU8::new(0) }; BATCH],
+        }
+    }
+
+    fn lock(&self) -> bool {
+        !self.busy.swap(true, Ordering::Acquire)
+    }
+
+    fn unlock(&self) {
+        self.busy.store(false, Ordering::Release);
+    }
 }
 
 /// A true ring of the last `size` outcomes plus packed running totals.
 #[derive(Debug)]
 pub(crate) struct CountWindow {
-    next: Padded<AtomicU64>,
-    slots: Box<[AtomicU8]>,
+    /// Outcomes moved into the ring so far.
+    cursor: Padded<AtomicU64>,
     totals: Padded<AtomicU64>,
+    slots: Box<[AtomicU8]>,
+    /// Largest batch: `BATCH`, or the ring size if smaller (a batch never laps the ring).
+    batch: u64,
 }
 
 impl CountWindow {
     pub(crate) fn new(size: u32) -> Self {
         let size = size.clamp(1, MAX_COUNT as u32);
         Self {
-            next: Padded(AtomicU64::new(0)),
+            cursor: Padded(AtomicU64::new(0)),
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
             totals: Padded(AtomicU64::new(0)),
+            batch: (BATCH as u64).min(u64::from(size)),
         }
     }
 
-    pub(crate) fn record(&self, code: Code) -> Snapshot {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len() as u64;
-        // `i < slots.len()` by construction.
-        let old = Code(self.slots[i as usize].swap(code.0, Ordering::AcqRel));
-        let delta = code.packed().wrapping_sub(old.packed());
-        let prev = self.totals.fetch_add(delta, Ordering::AcqRel);
-        Snapshot::unpack(prev.wrapping_add(delta))
+    fn len(&self) -> u64 {
+        self.slots.len() as u64
     }
 
-    pub(crate) fn snapshot(&self) -> Snapshot {
-        Snapshot::unpack(self.totals.load(Ordering::Acquire))
+    /// Moves `codes` into the ring (in order, replacing the oldest) and returns the new packed
+    /// totals.
+    fn commit(&self, codes: impl ExactSizeIterator<Item = Code>) -> u64 {
+        let n = self.len();
+        let mut i = self.cursor.fetch_add(codes.len() as u64, Ordering::Relaxed) % n;
+        let mut delta = 0u64;
+        for code in codes {
+            // `i < n` by construction.
+            let old = Code(self.slots[i as usize].swap(code.0, Ordering::AcqRel));
+            delta = delta.wrapping_add(code.packed()).wrapping_sub(old.packed());
+            i += 1;
+            if i == n {
+                i = 0;
+            }
+        }
+        self.totals
+            .fetch_add(delta, Ordering::AcqRel)
+            .wrapping_add(delta)
+    }
+
+    /// Records one outcome of the breaker state `word` through `stripe`; returns the totals
+    /// the outcome is judged by (see the module docs).
+    pub(crate) fn record(&self, stripe: &Stripe, word: u64, code: Code) -> Snapshot {
+        if !stripe.lock() {
+            // Another thread of this stripe is recording: go straight to the ring.
+            return Snapshot::unpack(self.commit(std::iter::once(code)));
+        }
+        let n = self.len();
+        let mut len = stripe.len.load(Ordering::Relaxed);
+        let (mut at, mut pending, mut evict) = if len == 0
+            || stripe.word.load(Ordering::Relaxed) != word
+        {
+            stripe.word.store(word, Ordering::Relaxed);
+            len = 0;
+            (self.cursor.load(Ordering::Relaxed) % n, 0, 0)
+        } else {
+            (
+                stripe.at.load(Ordering::Relaxed),
+                stripe.pending.load(Ordering::Relaxed),
+                stripe.evict.load(Ordering::Relaxed),
+            )
+        };
+        // `at < n` and `len < BATCH` by construction.
+        evict += Code(self.slots[at as usize].load(Ordering::Relaxed)).packed();
+        stripe.codes[len as usize].store(code.0, Ordering::Relaxed);
+        pending += code.packed();
+        len += 1;
+        at += 1;
+        if at == n {
+            at = 0;
+        }
+        // A failure or slow call is moved at once (with the batch before it), so every
+        // thread's next decision sees it; successes wait for a full batch.
+        let snap = if len >= self.batch || code.is_bad() {
+            let codes = stripe.codes[..len as usize]
+                .iter()
+                .map(|c| Code(c.load(Ordering::Relaxed)));
+            let totals = self.commit(codes);
+            len = 0;
+            Snapshot::unpack(totals)
+        } else {
+            Snapshot::unpack(self.totals.load(Ordering::Acquire)).adjust(pending, evict)
+        };
+        stripe.len.store(len, Ordering::Relaxed);
+        stripe.at.store(at, Ordering::Relaxed);
+        stripe.pending.store(pending, Ordering::Relaxed);
+        stripe.evict.store(evict, Ordering::Relaxed);
+        stripe.unlock();
+        snap
+    }
+
+    /// The totals of the last N calls of the state `word`, batches included.
+    pub(crate) fn snapshot(&self, stripes: &[Padded<Stripe>], word: u64) -> Snapshot {
+        let mut snap = Snapshot::unpack(self.totals.load(Ordering::Acquire));
+        for stripe in stripes {
+            if stripe.word.load(Ordering::Acquire) == word && stripe.len.load(Ordering::Acquire) > 0
+            {
+                snap = snap.adjust(
+                    stripe.pending.load(Ordering::Acquire),
+                    stripe.evict.load(Ordering::Acquire),
+                );
+            }
+        }
+        snap.calls = snap.calls.min(self.len());
+        snap
     }
 
     pub(crate) fn reset(&self) {
@@ -171,38 +331,80 @@ impl TimeWindow {
         }
     }
 
-    pub(crate) fn record(&self, code: Code, now_sec: u64) -> Snapshot {
-        self.advance(now_sec);
-        let head = self.head.load(Ordering::Acquire);
-        if now_sec + self.len() > head {
-            self.bucket(now_sec)
-                .fetch_add(code.packed(), Ordering::AcqRel);
-            let calls = self.calls.fetch_add(1, Ordering::AcqRel) + 1;
-            let add = u64::from((code.0 >> 1) & 1) | (u64::from((code.0 >> 2) & 1) << 32);
-            let bad = if add == 0 {
-                self.bad.load(Ordering::Acquire)
-            } else {
-                self.bad.fetch_add(add, Ordering::AcqRel) + add
-            };
-            return Self::snap(calls, bad);
+    /// Adds the packed outcomes `packed` of second `sec`, unless that second already left the
+    /// window.
+    fn add(&self, sec: u64, packed: u64) {
+        if sec + self.len() > self.head.load(Ordering::Acquire) {
+            let s = Snapshot::unpack(packed);
+            self.bucket(sec).fetch_add(packed, Ordering::AcqRel);
+            self.calls.fetch_add(s.calls, Ordering::AcqRel);
+            let bad = s.failures | (s.slow << 32);
+            if bad != 0 {
+                self.bad.fetch_add(bad, Ordering::AcqRel);
+            }
         }
-        self.snapshot(now_sec)
     }
 
-    fn snap(calls: u64, bad: u64) -> Snapshot {
+    /// Records one outcome of the breaker state `word` at second `now_sec` through `stripe`;
+    /// returns the totals the outcome is judged by (see the module docs).
+    pub(crate) fn record(&self, stripe: &Stripe, word: u64, code: Code, now_sec: u64) -> Snapshot {
+        self.advance(now_sec);
+        if !stripe.lock() {
+            self.add(now_sec, code.packed());
+            return self.totals();
+        }
+        let mut len = stripe.len.load(Ordering::Relaxed);
+        let mut pending = stripe.pending.load(Ordering::Relaxed);
+        let same_word = stripe.word.load(Ordering::Relaxed) == word;
+        if len == 0 || !same_word || stripe.at.load(Ordering::Relaxed) != now_sec {
+            if len > 0 && same_word {
+                self.add(stripe.at.load(Ordering::Relaxed), pending);
+            }
+            stripe.word.store(word, Ordering::Relaxed);
+            stripe.at.store(now_sec, Ordering::Relaxed);
+            len = 0;
+            pending = 0;
+        }
+        pending += code.packed();
+        len += 1;
+        let snap = if len >= BATCH as u64 || code.is_bad() {
+            self.add(now_sec, pending);
+            len = 0;
+            pending = 0;
+            self.totals()
+        } else {
+            self.totals().adjust(pending, 0)
+        };
+        stripe.len.store(len, Ordering::Relaxed);
+        stripe.pending.store(pending, Ordering::Relaxed);
+        stripe.unlock();
+        snap
+    }
+
+    fn totals(&self) -> Snapshot {
+        let bad = self.bad.load(Ordering::Acquire);
         Snapshot {
-            calls,
+            calls: self.calls.load(Ordering::Acquire),
             failures: bad & 0xFFFF_FFFF,
             slow: bad >> 32,
         }
     }
 
-    pub(crate) fn snapshot(&self, now_sec: u64) -> Snapshot {
+    /// The totals of the last N seconds of the state `word` at `now_sec`, batches included.
+    pub(crate) fn snapshot(&self, stripes: &[Padded<Stripe>], word: u64, now_sec: u64) -> Snapshot {
         self.advance(now_sec);
-        Self::snap(
-            self.calls.load(Ordering::Acquire),
-            self.bad.load(Ordering::Acquire),
-        )
+        let mut snap = self.totals();
+        for stripe in stripes {
+            let sec = stripe.at.load(Ordering::Acquire);
+            if stripe.word.load(Ordering::Acquire) == word
+                && stripe.len.load(Ordering::Acquire) > 0
+                && sec <= now_sec
+                && sec + self.len() > now_sec
+            {
+                snap = snap.adjust(stripe.pending.load(Ordering::Acquire), 0);
+            }
+        }
+        snap
     }
 
     pub(crate) fn reset(&self) {
@@ -225,10 +427,10 @@ pub(crate) enum Window {
 }
 
 impl Window {
-    pub(crate) fn snapshot(&self, now_sec: u64) -> Snapshot {
+    pub(crate) fn snapshot(&self, stripes: &[Padded<Stripe>], word: u64, now_sec: u64) -> Snapshot {
         match self {
-            Self::Count(w) => w.snapshot(),
-            Self::Time(w) => w.snapshot(now_sec),
+            Self::Count(w) => w.snapshot(stripes, word),
+            Self::Time(w) => w.snapshot(stripes, word, now_sec),
         }
     }
 
@@ -244,46 +446,78 @@ impl Window {
 mod tests {
     use super::*;
 
+    fn stripes(n: usize) -> Vec<Padded<Stripe>> {
+        (0..n).map(|_| Padded(Stripe::new())).collect()
+    }
+
     #[test]
     fn ring_counts_exactly_the_last_n_calls() {
+        let st = stripes(1);
         let w = CountWindow::new(3);
-        w.record(Code::new(true, false));
-        w.record(Code::new(true, true));
-        let s = w.record(Code::new(false, false));
+        w.record(&st[0], 0, Code::new(true, false));
+        w.record(&st[0], 0, Code::new(true, true));
+        let s = w.record(&st[0], 0, Code::new(false, false));
         assert_eq!((s.calls, s.failures, s.slow), (3, 2, 1));
         // Evicts the first failure.
-        let s = w.record(Code::new(false, false));
+        let s = w.record(&st[0], 0, Code::new(false, false));
         assert_eq!((s.calls, s.failures, s.slow), (3, 1, 1));
-        let s = w.record(Code::new(false, false));
+        let s = w.record(&st[0], 0, Code::new(false, false));
         assert_eq!((s.calls, s.failures, s.slow), (3, 0, 0));
         w.reset();
-        assert_eq!(w.snapshot(), Snapshot::default());
+        assert_eq!(w.snapshot(&st, 1), Snapshot::default());
+    }
+
+    #[test]
+    fn batches_and_the_ring_agree_with_a_model_when_stripes_take_turns() {
+        let st = stripes(3);
+        let w = CountWindow::new(100);
+        let mut model = std::collections::VecDeque::new();
+        let mut turn = 0;
+        for i in 0..1_000u64 {
+            let failed = (i * 7919) % 11 < 4;
+            // Threads taking turns, each turn ending with a failure.
+            let s = w.record(&st[turn % 3], 5, Code::new(failed, false));
+            if failed {
+                turn += 1;
+            }
+            model.push_back(failed);
+            if model.len() > 100 {
+                model.pop_front();
+            }
+            let expected = model.iter().filter(|f| **f).count() as u64;
+            assert_eq!(w.snapshot(&st, 5).failures, expected, "call {i}");
+            assert_eq!(w.snapshot(&st, 5).calls, model.len() as u64, "call {i}");
+            // The stripe that recorded sees the exact window too.
+            assert_eq!((s.calls, s.failures), (model.len() as u64, expected), "call {i}");
+        }
     }
 
     #[test]
     fn time_window_drops_seconds_that_leave_the_window() {
+        let st = stripes(1);
         let w = TimeWindow::new(3);
-        w.record(Code::new(true, false), 0);
-        w.record(Code::new(false, true), 1);
-        let s = w.record(Code::new(false, false), 2);
+        w.record(&st[0], 0, Code::new(true, false), 0);
+        w.record(&st[0], 0, Code::new(false, true), 1);
+        let s = w.record(&st[0], 0, Code::new(false, false), 2);
         assert_eq!((s.calls, s.failures, s.slow), (3, 1, 1));
         // Second 3 pushes second 0 out.
-        let s = w.record(Code::new(false, false), 3);
+        let s = w.record(&st[0], 0, Code::new(false, false), 3);
         assert_eq!((s.calls, s.failures, s.slow), (3, 0, 1));
         // A long pause empties the window.
-        assert_eq!(w.snapshot(100), Snapshot::default());
-        let s = w.record(Code::new(true, false), 100);
+        assert_eq!(w.snapshot(&st, 0, 100), Snapshot::default());
+        let s = w.record(&st[0], 0, Code::new(true, false), 100);
         assert_eq!((s.calls, s.failures), (1, 1));
     }
 
     #[test]
     fn time_window_counts_many_calls_per_second() {
+        let st = stripes(2);
         let w = TimeWindow::new(2);
-        for _ in 0..100_000 {
-            w.record(Code::new(false, false), 5);
+        for i in 0..100_000 {
+            w.record(&st[i % 2], 0, Code::new(false, false), 5);
         }
-        assert_eq!(w.snapshot(5).calls, 100_000);
-        assert_eq!(w.snapshot(6).calls, 100_000);
-        assert_eq!(w.snapshot(7).calls, 0);
+        assert_eq!(w.snapshot(&st, 0, 5).calls, 100_000);
+        assert_eq!(w.snapshot(&st, 0, 6).calls, 100_000);
+        assert_eq!(w.snapshot(&st, 0, 7).calls, 0);
     }
 }
