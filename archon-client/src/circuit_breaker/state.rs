@@ -321,7 +321,9 @@ pub struct WindowMetrics {
 pub struct Permit {
     token: Arc<Token>,
     word: u64,
-    started: Instant,
+    /// When the call started; `None` when the breaker does not time calls (slow-call detection
+    /// off).
+    started: Option<Instant>,
     done: bool,
 }
 
@@ -335,15 +337,21 @@ impl fmt::Debug for Permit {
 }
 
 impl Permit {
-    /// Records the call's outcome, timed from when the permit was taken.
+    /// Records the call's outcome, timed from when the permit was taken (not timed when
+    /// slow-call detection is off).
     pub fn record(mut self, outcome: Outcome) {
         self.done = true;
-        // One clock reading gives both the duration and the time-window second.
-        let now = Instant::now();
-        let elapsed = now.saturating_duration_since(self.started);
+        let (elapsed, now) = match self.started {
+            Some(started) => {
+                // One clock reading gives both the duration and the time-window second.
+                let now = Instant::now();
+                (now.saturating_duration_since(started), Some(now))
+            }
+            None => (Duration::ZERO, None),
+        };
         self.token
             .shared
-            .record(self.token.stripe, self.word, outcome, elapsed, Some(now));
+            .record(self.token.stripe, self.word, outcome, elapsed, now);
     }
 
     /// Records the outcome with an explicit duration (for callers timing calls themselves).
@@ -511,7 +519,7 @@ impl CircuitBreakerHandle {
         Ok(Permit {
             token: tokens[stripe_index(tokens.len())].clone(),
             word,
-            started: Instant::now(),
+            started: self.shared().slow_nanos.ne(&0).then(Instant::now),
             done: false,
         })
     }
@@ -635,7 +643,7 @@ impl Shared {
         if state == CircuitState::Disabled {
             return;
         }
-        let slow = nanos(elapsed) >= self.slow_nanos;
+        let slow = self.slow_nanos != 0 && nanos(elapsed) >= self.slow_nanos;
         match outcome {
             Outcome::Success if slow => self.metrics.slow.increment(1),
             Outcome::Success => self.metrics.success.increment(1),
