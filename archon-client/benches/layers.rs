@@ -386,6 +386,21 @@ fn profile(which: &str, calls: u64) {
             }
         });
     }
+    fn size<S: Service<Req>>(name: &str, mut svc: S) {
+        let f = svc.call(Req(0));
+        eprintln!("{name}: future {} bytes, service {} bytes", std::mem::size_of_val(&f), std::mem::size_of::<S>());
+    }
+    if which == "sizes" {
+        let _guard = rt.enter();
+        size("breaker", ours_breaker());
+        size("bulkhead", ours_bulkhead());
+        size("bulkhead-tower", tower_limit());
+        size("retry", ours_retry());
+        size("retry-tower", tower_retry());
+        size("stack", ours_full());
+        size("stack-tower", tower_full());
+        return;
+    }
     match which {
         "noop" => run(&rt, noop(), calls),
         "breaker" => run(&rt, ours_breaker(), calls),
