@@ -1,8 +1,7 @@
 //! The shared breaker: state machine, windows, probes, events.
 
 use std::fmt;
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -10,7 +9,9 @@ use tokio::time::Instant;
 
 use super::config::{CircuitBreakerConfig, InvalidConfig, WindowType};
 use super::error::CircuitOpen;
-use super::window::{Code, CountWindow, Padded, Snapshot, Stripe, TimeWindow, Window};
+use super::window::{
+    Code, CountWindow, Padded, Snapshot, Stripe, TimeWindow, Window, thread_index,
+};
 use crate::classify::Outcome;
 
 /// The state of a circuit breaker.
@@ -143,7 +144,8 @@ struct Shared {
     config: CircuitBreakerConfig,
     failure_ppm: u64,
     slow_ppm: u64,
-    slow_nanos: u64,
+    /// A call is slow when it takes at least this long; zero: slow-call detection off.
+    slow_duration: Duration,
     minimum_calls: u64,
     /// State in the low 3 bits, generation above. Read on every call, written on transitions
     /// only: kept away from the window's counters.
@@ -237,16 +239,16 @@ struct Outer {
     tokens: Box<[Arc<Token>]>,
 }
 
-/// A permit's way back to its breaker and stripe. Each token is its own allocation on its own
-/// cache lines, so taking and dropping permits on different stripes touches no common
-/// reference count.
+/// A permit's way back to its breaker. Each token is its own allocation on its own cache
+/// lines and a thread takes the token of its own index, so permits taken on different threads
+/// touch no common reference count.
 #[repr(align(128))]
 struct Token {
     shared: Arc<Shared>,
-    stripe: usize,
 }
 
 /// Stripes per breaker: twice the cores, a power of two, between 2 and 16 (computed once).
+/// Threads beyond that many record straight into the shared window.
 fn stripe_count() -> usize {
     static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *COUNT.get_or_init(|| {
@@ -257,23 +259,6 @@ fn stripe_count() -> usize {
     })
 }
 
-/// This thread's stripe among `count` (a power of two): threads are numbered in the order
-/// they first record, so concurrent threads land on different stripes.
-fn stripe_index(count: usize) -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    let i = INDEX.with(|i| {
-        let mut v = i.get();
-        if v == usize::MAX {
-            v = NEXT.fetch_add(1, Ordering::Relaxed);
-            i.set(v);
-        }
-        v
-    });
-    i & (count - 1)
-}
 
 impl fmt::Debug for CircuitBreakerHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -351,7 +336,7 @@ impl Permit {
         };
         self.token
             .shared
-            .record(self.token.stripe, self.word, outcome, elapsed, now);
+            .record(self.word, outcome, elapsed, now);
     }
 
     /// Records the outcome with an explicit duration (for callers timing calls themselves).
@@ -359,7 +344,7 @@ impl Permit {
         self.done = true;
         self.token
             .shared
-            .record(self.token.stripe, self.word, outcome, elapsed, None);
+            .record(self.word, outcome, elapsed, None);
     }
 }
 
@@ -396,7 +381,7 @@ impl CircuitBreakerHandle {
         let shared = Arc::new(Shared {
                 failure_ppm: percent_to_ppm(config.failure_rate_threshold),
                 slow_ppm: percent_to_ppm(config.slow_call_rate_threshold),
-                slow_nanos: nanos(config.slow_call_duration),
+                slow_duration: config.slow_call_duration,
                 minimum_calls: config.effective_minimum_calls(),
                 name,
                 config,
@@ -413,10 +398,9 @@ impl CircuitBreakerHandle {
                 metrics,
             });
         let tokens = (0..stripes)
-            .map(|stripe| {
+            .map(|_| {
                 Arc::new(Token {
                     shared: shared.clone(),
-                    stripe,
                 })
             })
             .collect();
@@ -517,9 +501,10 @@ impl CircuitBreakerHandle {
         let word = self.shared().admit()?;
         let tokens = &self.outer.tokens;
         Ok(Permit {
-            token: tokens[stripe_index(tokens.len())].clone(),
+            // `tokens.len()` is a power of two.
+            token: tokens[thread_index() & (tokens.len() - 1)].clone(),
             word,
-            started: self.shared().slow_nanos.ne(&0).then(Instant::now),
+            started: (!self.shared().slow_duration.is_zero()).then(Instant::now),
             done: false,
         })
     }
@@ -633,7 +618,6 @@ impl Shared {
 
     fn record(
         &self,
-        stripe: usize,
         word: u64,
         outcome: Outcome,
         elapsed: Duration,
@@ -643,7 +627,7 @@ impl Shared {
         if state == CircuitState::Disabled {
             return;
         }
-        let slow = self.slow_nanos != 0 && nanos(elapsed) >= self.slow_nanos;
+        let slow = !self.slow_duration.is_zero() && elapsed >= self.slow_duration;
         match outcome {
             Outcome::Success if slow => self.metrics.slow.increment(1),
             Outcome::Success => self.metrics.success.increment(1),
@@ -667,8 +651,7 @@ impl Shared {
         match state {
             CircuitState::Closed | CircuitState::MetricsOnly => {
                 let code = Code::new(failure, slow);
-                // `stripe < stripes.len()` by construction.
-                let stripe = &self.stripes[stripe];
+                let stripe = self.stripes.get(thread_index()).map(|s| &s.0);
                 let snap = match &self.window {
                     Window::Count(w) => w.record(stripe, word, code),
                     Window::Time(w) => w.record(stripe, word, code, self.second(now)),
@@ -719,10 +702,13 @@ impl Shared {
     }
 
     fn rates_exceeded(&self, s: Snapshot) -> bool {
-        let calls = u128::from(s.calls);
-        u128::from(s.failures) * 1_000_000 >= u128::from(self.failure_ppm) * calls
-            || u128::from(s.slow) * 1_000_000 >= u128::from(self.slow_ppm) * calls
+        // Counts are below 2^42 (a second holds at most 2^21 calls, a window at most 3,600
+        // seconds) and ppm at most 10^6, so the products fit in a u64.
+        let calls = s.calls;
+        s.failures.saturating_mul(1_000_000) >= self.failure_ppm.saturating_mul(calls)
+            || s.slow.saturating_mul(1_000_000) >= self.slow_ppm.saturating_mul(calls)
     }
+
 
     fn should_open(&self, s: Snapshot) -> bool {
         s.calls >= self.minimum_calls && self.rates_exceeded(s)

@@ -26,7 +26,8 @@
 //!
 //! `snapshot` (the breaker's `metrics()`) adds every stripe's batch.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 const FIELD_BITS: u32 = 21;
 const FIELD_MASK: u64 = (1 << FIELD_BITS) - 1;
@@ -97,11 +98,10 @@ impl Snapshot {
 /// Outcomes gathered per stripe before they move into the shared window.
 pub(crate) const BATCH: usize = 64;
 
-/// One thread group's batch of outcomes not yet in the shared window. Written only by the
-/// thread holding `busy`; read (racily, for metrics) by anyone.
+/// One thread's batch of outcomes not yet in the shared window. Written only by the thread
+/// that owns the stripe's index (see [`thread_index`]); read (racily, for metrics) by anyone.
 #[derive(Debug)]
 pub(crate) struct Stripe {
-    busy: AtomicBool,
     /// The breaker word (state and generation) the batch belongs to.
     word: AtomicU64,
     /// Outcomes in the batch.
@@ -113,29 +113,58 @@ pub(crate) struct Stripe {
     pending: AtomicU64,
     /// Count window: packed totals of the ring slots the batch will overwrite.
     evict: AtomicU64,
+    /// Count window: the ring's cursor when the batch began.
+    start: AtomicU64,
     codes: [AtomicU8; BATCH],
 }
 
 impl Stripe {
     pub(crate) fn new() -> Self {
         Self {
-            busy: AtomicBool::new(false),
             word: AtomicU64::new(u64::MAX),
             len: AtomicU64::new(0),
             at: AtomicU64::new(0),
             pending: AtomicU64::new(0),
             evict: AtomicU64::new(0),
+            start: AtomicU64::new(0),
             codes: [const { AtomicU8::new(0) }; BATCH],
         }
     }
+}
 
-    fn lock(&self) -> bool {
-        !self.busy.swap(true, Ordering::Acquire)
+/// A thread's index, unique among the live threads (an exiting thread gives it back and the
+/// next new thread takes the smallest free one). Stripe `i` is written only by the thread of
+/// index `i`, so recording needs no lock; threads with an index past the last stripe record
+/// straight into the shared window.
+pub(crate) fn thread_index() -> usize {
+    static FREE: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+    struct Index(usize);
+
+    impl Index {
+        fn take() -> Self {
+            let reused = FREE.lock().ok().and_then(|mut free| {
+                let (at, _) = free.iter().enumerate().min_by_key(|(_, i)| **i)?;
+                Some(free.swap_remove(at))
+            });
+            Self(reused.unwrap_or_else(|| NEXT.fetch_add(1, Ordering::Relaxed)))
+        }
     }
 
-    fn unlock(&self) {
-        self.busy.store(false, Ordering::Release);
+    impl Drop for Index {
+        fn drop(&mut self) {
+            if let Ok(mut free) = FREE.lock() {
+                free.push(self.0);
+            }
+        }
     }
+
+    thread_local! {
+        static INDEX: Index = Index::take();
+    }
+    // While the thread's locals are being destroyed: no stripe.
+    INDEX.try_with(|i| i.0).unwrap_or(usize::MAX)
 }
 
 /// A true ring of the last `size` outcomes plus packed running totals.
@@ -184,13 +213,13 @@ impl CountWindow {
             .wrapping_add(delta)
     }
 
-    /// Records one outcome of the breaker state `word` through `stripe`; returns the totals
-    /// the outcome is judged by (see the module docs).
-    pub(crate) fn record(&self, stripe: &Stripe, word: u64, code: Code) -> Snapshot {
-        if !stripe.lock() {
-            // Another thread of this stripe is recording: go straight to the ring.
+    /// Records one outcome of the breaker state `word` through `stripe` (owned by the calling
+    /// thread; `None`: straight into the ring); returns the totals the outcome is judged by
+    /// (see the module docs).
+    pub(crate) fn record(&self, stripe: Option<&Stripe>, word: u64, code: Code) -> Snapshot {
+        let Some(stripe) = stripe else {
             return Snapshot::unpack(self.commit(std::iter::once(code)));
-        }
+        };
         let n = self.len();
         let mut len = stripe.len.load(Ordering::Relaxed);
         let (mut at, mut pending, mut evict) = if len == 0
@@ -198,7 +227,9 @@ impl CountWindow {
         {
             stripe.word.store(word, Ordering::Relaxed);
             len = 0;
-            (self.cursor.load(Ordering::Relaxed) % n, 0, 0)
+            let cursor = self.cursor.load(Ordering::Relaxed);
+            stripe.start.store(cursor, Ordering::Relaxed);
+            (cursor % n, 0, 0)
         } else {
             (
                 stripe.at.load(Ordering::Relaxed),
@@ -225,13 +256,19 @@ impl CountWindow {
             len = 0;
             Snapshot::unpack(totals)
         } else {
-            Snapshot::unpack(self.totals.load(Ordering::Acquire)).adjust(pending, evict)
+            let totals = self.totals.load(Ordering::Acquire);
+            if self.cursor.load(Ordering::Acquire) == stripe.start.load(Ordering::Relaxed) {
+                // Nothing moved into the ring since the batch began: the slots it will
+                // overwrite are still counted in `totals`, so no field can go below zero.
+                Snapshot::unpack(totals.wrapping_add(pending).wrapping_sub(evict))
+            } else {
+                Snapshot::unpack(totals).adjust(pending, evict)
+            }
         };
         stripe.len.store(len, Ordering::Relaxed);
         stripe.at.store(at, Ordering::Relaxed);
         stripe.pending.store(pending, Ordering::Relaxed);
         stripe.evict.store(evict, Ordering::Relaxed);
-        stripe.unlock();
         snap
     }
 
@@ -347,12 +384,18 @@ impl TimeWindow {
 
     /// Records one outcome of the breaker state `word` at second `now_sec` through `stripe`;
     /// returns the totals the outcome is judged by (see the module docs).
-    pub(crate) fn record(&self, stripe: &Stripe, word: u64, code: Code, now_sec: u64) -> Snapshot {
+    pub(crate) fn record(
+        &self,
+        stripe: Option<&Stripe>,
+        word: u64,
+        code: Code,
+        now_sec: u64,
+    ) -> Snapshot {
         self.advance(now_sec);
-        if !stripe.lock() {
+        let Some(stripe) = stripe else {
             self.add(now_sec, code.packed());
             return self.totals();
-        }
+        };
         let mut len = stripe.len.load(Ordering::Relaxed);
         let mut pending = stripe.pending.load(Ordering::Relaxed);
         let same_word = stripe.word.load(Ordering::Relaxed) == word;
@@ -377,7 +420,6 @@ impl TimeWindow {
         };
         stripe.len.store(len, Ordering::Relaxed);
         stripe.pending.store(pending, Ordering::Relaxed);
-        stripe.unlock();
         snap
     }
 
@@ -454,14 +496,14 @@ mod tests {
     fn ring_counts_exactly_the_last_n_calls() {
         let st = stripes(1);
         let w = CountWindow::new(3);
-        w.record(&st[0], 0, Code::new(true, false));
-        w.record(&st[0], 0, Code::new(true, true));
-        let s = w.record(&st[0], 0, Code::new(false, false));
+        w.record(Some(&st[0]), 0, Code::new(true, false));
+        w.record(Some(&st[0]), 0, Code::new(true, true));
+        let s = w.record(Some(&st[0]), 0, Code::new(false, false));
         assert_eq!((s.calls, s.failures, s.slow), (3, 2, 1));
         // Evicts the first failure.
-        let s = w.record(&st[0], 0, Code::new(false, false));
+        let s = w.record(Some(&st[0]), 0, Code::new(false, false));
         assert_eq!((s.calls, s.failures, s.slow), (3, 1, 1));
-        let s = w.record(&st[0], 0, Code::new(false, false));
+        let s = w.record(Some(&st[0]), 0, Code::new(false, false));
         assert_eq!((s.calls, s.failures, s.slow), (3, 0, 0));
         w.reset();
         assert_eq!(w.snapshot(&st, 1), Snapshot::default());
@@ -476,7 +518,7 @@ mod tests {
         for i in 0..1_000u64 {
             let failed = (i * 7919) % 11 < 4;
             // Threads taking turns, each turn ending with a failure.
-            let s = w.record(&st[turn % 3], 5, Code::new(failed, false));
+            let s = w.record(Some(&st[turn % 3]), 5, Code::new(failed, false));
             if failed {
                 turn += 1;
             }
@@ -496,16 +538,16 @@ mod tests {
     fn time_window_drops_seconds_that_leave_the_window() {
         let st = stripes(1);
         let w = TimeWindow::new(3);
-        w.record(&st[0], 0, Code::new(true, false), 0);
-        w.record(&st[0], 0, Code::new(false, true), 1);
-        let s = w.record(&st[0], 0, Code::new(false, false), 2);
+        w.record(Some(&st[0]), 0, Code::new(true, false), 0);
+        w.record(Some(&st[0]), 0, Code::new(false, true), 1);
+        let s = w.record(Some(&st[0]), 0, Code::new(false, false), 2);
         assert_eq!((s.calls, s.failures, s.slow), (3, 1, 1));
         // Second 3 pushes second 0 out.
-        let s = w.record(&st[0], 0, Code::new(false, false), 3);
+        let s = w.record(Some(&st[0]), 0, Code::new(false, false), 3);
         assert_eq!((s.calls, s.failures, s.slow), (3, 0, 1));
         // A long pause empties the window.
         assert_eq!(w.snapshot(&st, 0, 100), Snapshot::default());
-        let s = w.record(&st[0], 0, Code::new(true, false), 100);
+        let s = w.record(Some(&st[0]), 0, Code::new(true, false), 100);
         assert_eq!((s.calls, s.failures), (1, 1));
     }
 
@@ -514,7 +556,7 @@ mod tests {
         let st = stripes(2);
         let w = TimeWindow::new(2);
         for i in 0..100_000 {
-            w.record(&st[i % 2], 0, Code::new(false, false), 5);
+            w.record(Some(&st[i % 2]), 0, Code::new(false, false), 5);
         }
         assert_eq!(w.snapshot(&st, 0, 5).calls, 100_000);
         assert_eq!(w.snapshot(&st, 0, 6).calls, 100_000);
