@@ -167,13 +167,24 @@ pub(crate) fn thread_index() -> usize {
     INDEX.try_with(|i| i.0).unwrap_or(usize::MAX)
 }
 
+/// Packed totals of the (up to eight) one-byte codes in `word`.
+fn packed_word(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    u64::from((word & ONES).count_ones())
+        | (u64::from((word & (ONES << 1)).count_ones()) << FIELD_BITS)
+        | (u64::from((word & (ONES << 2)).count_ones()) << (2 * FIELD_BITS))
+}
+
 /// A true ring of the last `size` outcomes plus packed running totals.
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     /// Outcomes moved into the ring so far.
     cursor: Padded<AtomicU64>,
     totals: Padded<AtomicU64>,
-    slots: Box<[AtomicU8]>,
+    /// The ring: slot `i` is byte `i % 8` of word `i / 8` (so a batch moves in with one
+    /// atomic operation per eight outcomes).
+    slots: Box<[AtomicU64]>,
+    size: u64,
     /// Largest batch: `BATCH`, or the ring size if smaller (a batch never laps the ring).
     batch: u64,
 }
@@ -183,14 +194,39 @@ impl CountWindow {
         let size = size.clamp(1, MAX_COUNT as u32);
         Self {
             cursor: Padded(AtomicU64::new(0)),
-            slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
+            slots: (0..size.div_ceil(8)).map(|_| AtomicU64::new(0)).collect(),
+            size: u64::from(size),
             totals: Padded(AtomicU64::new(0)),
             batch: (BATCH as u64).min(u64::from(size)),
         }
     }
 
     fn len(&self) -> u64 {
-        self.slots.len() as u64
+        self.size
+    }
+
+    /// The code in slot `i` (`i < size`).
+    fn slot(&self, i: u64) -> Code {
+        // `i / 8 < slots.len()` by construction.
+        let word = self.slots[(i >> 3) as usize].load(Ordering::Relaxed);
+        Code((word >> ((i & 7) * 8)) as u8)
+    }
+
+    /// Writes the bytes of `word` selected by `mask` into slot word `w`; returns the packed
+    /// change of the totals.
+    fn store_word(&self, w: u64, mask: u64, word: u64) -> u64 {
+        // `w < slots.len()` by construction.
+        let slot = &self.slots[w as usize];
+        let old = if mask == u64::MAX {
+            slot.swap(word, Ordering::AcqRel)
+        } else {
+            match slot.fetch_update(Ordering::AcqRel, Ordering::Acquire, |x| {
+                Some((x & !mask) | word)
+            }) {
+                Ok(old) | Err(old) => old,
+            }
+        };
+        packed_word(word).wrapping_sub(packed_word(old & mask))
     }
 
     /// Moves `codes` into the ring (in order, replacing the oldest) and returns the new packed
@@ -199,14 +235,22 @@ impl CountWindow {
         let n = self.len();
         let mut i = self.cursor.fetch_add(codes.len() as u64, Ordering::Relaxed) % n;
         let mut delta = 0u64;
+        let (mut w, mut mask, mut word) = (i >> 3, 0u64, 0u64);
         for code in codes {
-            // `i < n` by construction.
-            let old = Code(self.slots[i as usize].swap(code.0, Ordering::AcqRel));
-            delta = delta.wrapping_add(code.packed()).wrapping_sub(old.packed());
+            if i >> 3 != w {
+                delta = delta.wrapping_add(self.store_word(w, mask, word));
+                (w, mask, word) = (i >> 3, 0, 0);
+            }
+            let shift = (i & 7) * 8;
+            mask |= 0xFF << shift;
+            word |= u64::from(code.0) << shift;
             i += 1;
             if i == n {
                 i = 0;
             }
+        }
+        if mask != 0 {
+            delta = delta.wrapping_add(self.store_word(w, mask, word));
         }
         self.totals
             .fetch_add(delta, Ordering::AcqRel)
@@ -238,7 +282,7 @@ impl CountWindow {
             )
         };
         // `at < n` and `len < BATCH` by construction.
-        evict += Code(self.slots[at as usize].load(Ordering::Relaxed)).packed();
+        evict += self.slot(at).packed();
         stripe.codes[len as usize].store(code.0, Ordering::Relaxed);
         pending += code.packed();
         len += 1;
@@ -290,9 +334,9 @@ impl CountWindow {
 
     pub(crate) fn reset(&self) {
         for slot in &*self.slots {
-            let old = Code(slot.swap(0, Ordering::AcqRel));
-            if old.0 != 0 {
-                self.totals.fetch_sub(old.packed(), Ordering::AcqRel);
+            let old = slot.swap(0, Ordering::AcqRel);
+            if old != 0 {
+                self.totals.fetch_sub(packed_word(old), Ordering::AcqRel);
             }
         }
     }
