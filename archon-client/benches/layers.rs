@@ -404,6 +404,13 @@ fn profile(which: &str, calls: u64) {
     match which {
         "noop" => run(&rt, noop(), calls),
         "breaker" => run(&rt, ours_breaker(), calls),
+        "breaker-no-slow" => run(
+            &rt,
+            ServiceBuilder::new()
+                .layer(CircuitBreakerLayer::new("bench", breaker_cfg_no_slow()).unwrap())
+                .service(noop()),
+            calls,
+        ),
         "breaker-tr" => run(&rt, tr_breaker(), calls),
         "retry" => run(&rt, ours_retry(), calls),
         "retry-tower" => run(&rt, tower_retry(), calls),
