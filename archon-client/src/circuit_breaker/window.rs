@@ -316,19 +316,40 @@ impl CountWindow {
         snap
     }
 
-    /// The totals of the last N calls of the state `word`, batches included.
+    /// The totals of the last N calls of the state `word`, as if every stripe's batch (in
+    /// stripe order) were moved into the ring now. Exact once no thread is recording.
     pub(crate) fn snapshot(&self, stripes: &[Padded<Stripe>], word: u64) -> Snapshot {
-        let mut snap = Snapshot::unpack(self.totals.load(Ordering::Acquire));
-        for stripe in stripes {
-            if stripe.word.load(Ordering::Acquire) == word && stripe.len.load(Ordering::Acquire) > 0
-            {
-                snap = snap.adjust(
-                    stripe.pending.load(Ordering::Acquire),
-                    stripe.evict.load(Ordering::Acquire),
-                );
+        let n = self.len();
+        // The batches' codes, oldest batch first (at most 16 stripes of `BATCH`).
+        let mut appended = [0u8; 16 * BATCH];
+        let mut v = 0usize;
+        for stripe in stripes.iter().take(16) {
+            if stripe.word.load(Ordering::Acquire) != word {
+                continue;
+            }
+            let len = (stripe.len.load(Ordering::Acquire) as usize).min(BATCH);
+            for code in &stripe.codes[..len] {
+                appended[v] = code.load(Ordering::Relaxed);
+                v += 1;
             }
         }
-        snap.calls = snap.calls.min(self.len());
+        let count = |codes: &[u8]| {
+            codes
+                .iter()
+                .fold(0u64, |acc, c| acc.wrapping_add(Code(*c).packed()))
+        };
+        if v as u64 >= n {
+            // The batches alone fill the window.
+            return Snapshot::unpack(count(&appended[v - n as usize..v]));
+        }
+        let cursor = self.cursor.load(Ordering::Acquire);
+        let totals = self.totals.load(Ordering::Acquire);
+        // The `v` oldest ring slots make room for the batches.
+        let evicted = (0..v as u64).fold(0u64, |acc, k| {
+            acc.wrapping_add(self.slot((cursor + k) % n).packed())
+        });
+        let mut snap = Snapshot::unpack(totals).adjust(count(&appended[..v]), evicted);
+        snap.calls = snap.calls.min(n);
         snap
     }
 
