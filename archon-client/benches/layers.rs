@@ -10,7 +10,11 @@
     dead_code,
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::needless_pass_by_value
+    clippy::needless_pass_by_value,
+    clippy::panic,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::cast_precision_loss
 )]
 
 use std::sync::Arc;
@@ -388,7 +392,11 @@ fn profile(which: &str, calls: u64) {
     }
     fn size<S: Service<Req>>(name: &str, mut svc: S) {
         let f = svc.call(Req(0));
-        eprintln!("{name}: future {} bytes, service {} bytes", std::mem::size_of_val(&f), std::mem::size_of::<S>());
+        eprintln!(
+            "{name}: future {} bytes, service {} bytes",
+            std::mem::size_of_val(&f),
+            std::mem::size_of::<S>()
+        );
     }
     if which == "sizes" {
         let _guard = rt.enter();
@@ -490,11 +498,15 @@ fn summary() {
         ("stack/tower-resilience", timer(&rt, tr_full())),
         (
             "threads/1",
-            Box::new(move || closed_path_threads(h, 1, CALLS * 5).as_nanos() as f64 / (CALLS * 5) as f64),
+            Box::new(move || {
+                closed_path_threads(h, 1, CALLS * 5).as_nanos() as f64 / (CALLS * 5) as f64
+            }),
         ),
         (
             "threads/2",
-            Box::new(move || closed_path_threads(h, 2, CALLS * 5).as_nanos() as f64 / (CALLS * 5) as f64),
+            Box::new(move || {
+                closed_path_threads(h, 2, CALLS * 5).as_nanos() as f64 / (CALLS * 5) as f64
+            }),
         ),
     ];
     let mut samples = vec![Vec::new(); timers.len()];
@@ -519,7 +531,10 @@ fn summary() {
         if name.starts_with("threads") || *name == "baseline/noop" {
             println!("  {name:32} {v:8.1} ns/call");
         } else {
-            println!("  {name:32} {v:8.1} ns/call  (+{:.1} ns over baseline)", v - base);
+            println!(
+                "  {name:32} {v:8.1} ns/call  (+{:.1} ns over baseline)",
+                v - base
+            );
         }
     }
     let added = |n: &str| m[n] - base;

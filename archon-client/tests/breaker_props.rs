@@ -152,5 +152,7 @@ proptest! {
 /// A pseudo-random outcome for call `i` of thread `t`.
 fn mix(seed: u64, t: usize, i: usize) -> bool {
     let x = seed ^ ((t as u64) << 32) ^ i as u64;
-    x.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) % 3 == 0
+    x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .rotate_left(17)
+        .is_multiple_of(3)
 }

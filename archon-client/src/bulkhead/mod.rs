@@ -108,7 +108,8 @@ impl Shared {
     }
 
     pub(crate) fn report(&self) {
-        self.in_use.set(self.in_flight.load(Ordering::Relaxed) as f64);
+        self.in_use
+            .set(self.in_flight.load(Ordering::Relaxed) as f64);
     }
 
     /// Takes a slot if one is free.

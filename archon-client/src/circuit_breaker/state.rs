@@ -259,7 +259,6 @@ fn stripe_count() -> usize {
     })
 }
 
-
 impl fmt::Debug for CircuitBreakerHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerHandle")
@@ -334,17 +333,13 @@ impl Permit {
             }
             None => (Duration::ZERO, None),
         };
-        self.token
-            .shared
-            .record(self.word, outcome, elapsed, now);
+        self.token.shared.record(self.word, outcome, elapsed, now);
     }
 
     /// Records the outcome with an explicit duration (for callers timing calls themselves).
     pub fn record_with_duration(mut self, outcome: Outcome, elapsed: Duration) {
         self.done = true;
-        self.token
-            .shared
-            .record(self.word, outcome, elapsed, None);
+        self.token.shared.record(self.word, outcome, elapsed, None);
     }
 }
 
@@ -379,24 +374,24 @@ impl CircuitBreakerHandle {
         metrics.set_state(CircuitState::Closed);
         let stripes = stripe_count();
         let shared = Arc::new(Shared {
-                failure_ppm: percent_to_ppm(config.failure_rate_threshold),
-                slow_ppm: percent_to_ppm(config.slow_call_rate_threshold),
-                slow_duration: config.slow_call_duration,
-                minimum_calls: config.effective_minimum_calls(),
-                name,
-                config,
-                word: Padded(AtomicU64::new(CircuitState::Closed.code())),
-                window,
-                stripes: (0..stripes).map(|_| Padded(Stripe::new())).collect(),
-                probes: AtomicU64::new(0),
-                since: AtomicU64::new(0),
-                open_for: AtomicU64::new(0),
-                openings: AtomicU32::new(0),
-                epoch: Instant::now(),
-                transition_lock: Mutex::new(()),
-                callback: OnceLock::new(),
-                metrics,
-            });
+            failure_ppm: percent_to_ppm(config.failure_rate_threshold),
+            slow_ppm: percent_to_ppm(config.slow_call_rate_threshold),
+            slow_duration: config.slow_call_duration,
+            minimum_calls: config.effective_minimum_calls(),
+            name,
+            config,
+            word: Padded(AtomicU64::new(CircuitState::Closed.code())),
+            window,
+            stripes: (0..stripes).map(|_| Padded(Stripe::new())).collect(),
+            probes: AtomicU64::new(0),
+            since: AtomicU64::new(0),
+            open_for: AtomicU64::new(0),
+            openings: AtomicU32::new(0),
+            epoch: Instant::now(),
+            transition_lock: Mutex::new(()),
+            callback: OnceLock::new(),
+            metrics,
+        });
         let tokens = (0..stripes)
             .map(|_| {
                 Arc::new(Token {
@@ -475,7 +470,9 @@ impl CircuitBreakerHandle {
     pub fn metrics(&self) -> WindowMetrics {
         let shared = self.shared();
         let word = shared.word.load(Ordering::Acquire);
-        let s = shared.window.snapshot(&shared.stripes, word, shared.now_sec());
+        let s = shared
+            .window
+            .snapshot(&shared.stripes, word, shared.now_sec());
         let rate = |n: u64| {
             if s.calls == 0 {
                 0.0
@@ -616,13 +613,7 @@ impl Shared {
             .as_secs()
     }
 
-    fn record(
-        &self,
-        word: u64,
-        outcome: Outcome,
-        elapsed: Duration,
-        now: Option<Instant>,
-    ) {
+    fn record(&self, word: u64, outcome: Outcome, elapsed: Duration, now: Option<Instant>) {
         let state = CircuitState::from_code(word);
         if state == CircuitState::Disabled {
             return;
@@ -708,7 +699,6 @@ impl Shared {
         s.failures.saturating_mul(1_000_000) >= self.failure_ppm.saturating_mul(calls)
             || s.slow.saturating_mul(1_000_000) >= self.slow_ppm.saturating_mul(calls)
     }
-
 
     fn should_open(&self, s: Snapshot) -> bool {
         s.calls >= self.minimum_calls && self.rates_exceeded(s)

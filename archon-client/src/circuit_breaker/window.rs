@@ -9,22 +9,27 @@
 //!
 //! # Stripes
 //!
-//! Successes are first gathered in a per-thread-group [`Stripe`] (its own cache line) and moved
-//! into the shared window in batches of up to [`BATCH`] calls, so that a healthy closed path
-//! writes no cache line that another thread writes too. A failure or a slow call is moved at
-//! once, together with the batch before it. A call is judged by the shared window's totals plus
-//! its own stripe's batch minus the ring slots that batch will overwrite:
+//! Each thread (up to the number of stripes; see [`thread_index`]) owns a [`Stripe`] on its
+//! own cache line, written by that thread only, so recording takes no lock. Successes gather
+//! in the stripe and move into the shared window in batches of up to [`BATCH`] calls (one
+//! atomic per eight outcomes plus two additions to the shared cursor and totals); a failure or
+//! a slow call moves at once, together with the batch before it. So a healthy closed path
+//! writes no cache line that another thread writes too. Threads past the last stripe record
+//! straight into the shared window.
 //!
-//! - all calls recorded through one stripe (one thread, e.g. a current-thread runtime, or
-//!   threads taking turns where each turn ends with a failure or a full batch): exactly the last
-//!   N calls, in the order recorded;
-//! - several stripes recording at once: the window still holds at most N calls, every failure
-//!   and slow call is in it from the moment it is recorded, but up to `BATCH - 1` recent
-//!   successes of each *other* stripe are not yet in it (their ring slots still hold older
-//!   outcomes), so a decision may count up to `(stripes - 1) * (BATCH - 1)` older outcomes in
-//!   place of newer successes.
+//! What a call is judged by (the decision to open) is the shared window's totals plus its own
+//! thread's batch minus the ring slots that batch will overwrite:
 //!
-//! `snapshot` (the breaker's `metrics()`) adds every stripe's batch.
+//! - all calls recorded by one thread (e.g. a current-thread runtime), or by threads taking
+//!   turns where each turn ends with a failure or a full batch: exactly the last N calls;
+//! - several threads recording at once: every failure and slow call is in the ring from the
+//!   moment it is recorded. Up to `BATCH - 1` recent successes of each *other* thread are not
+//!   yet in it, and since the ring orders outcomes by when they moved in, a batch of
+//!   successes can land after newer outcomes of other threads: the window is the last N calls
+//!   up to `(threads - 1) * (BATCH - 1)` places of reordering.
+//!
+//! `snapshot` (the breaker's `metrics()`) counts every thread's batch as if it moved in now,
+//! so once no thread is recording it is exact in the same sense.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
@@ -266,21 +271,20 @@ impl CountWindow {
         };
         let n = self.len();
         let mut len = stripe.len.load(Ordering::Relaxed);
-        let (mut at, mut pending, mut evict) = if len == 0
-            || stripe.word.load(Ordering::Relaxed) != word
-        {
-            stripe.word.store(word, Ordering::Relaxed);
-            len = 0;
-            let cursor = self.cursor.load(Ordering::Relaxed);
-            stripe.start.store(cursor, Ordering::Relaxed);
-            (cursor % n, 0, 0)
-        } else {
-            (
-                stripe.at.load(Ordering::Relaxed),
-                stripe.pending.load(Ordering::Relaxed),
-                stripe.evict.load(Ordering::Relaxed),
-            )
-        };
+        let (mut at, mut pending, mut evict) =
+            if len == 0 || stripe.word.load(Ordering::Relaxed) != word {
+                stripe.word.store(word, Ordering::Relaxed);
+                len = 0;
+                let cursor = self.cursor.load(Ordering::Relaxed);
+                stripe.start.store(cursor, Ordering::Relaxed);
+                (cursor % n, 0, 0)
+            } else {
+                (
+                    stripe.at.load(Ordering::Relaxed),
+                    stripe.pending.load(Ordering::Relaxed),
+                    stripe.evict.load(Ordering::Relaxed),
+                )
+            };
         // `at < n` and `len < BATCH` by construction.
         evict += self.slot(at).packed();
         stripe.codes[len as usize].store(code.0, Ordering::Relaxed);
@@ -595,7 +599,11 @@ mod tests {
             assert_eq!(w.snapshot(&st, 5).failures, expected, "call {i}");
             assert_eq!(w.snapshot(&st, 5).calls, model.len() as u64, "call {i}");
             // The stripe that recorded sees the exact window too.
-            assert_eq!((s.calls, s.failures), (model.len() as u64, expected), "call {i}");
+            assert_eq!(
+                (s.calls, s.failures),
+                (model.len() as u64, expected),
+                "call {i}"
+            );
         }
     }
 

@@ -204,14 +204,11 @@ impl RetryBudget {
                     pending.count += 1;
                     (pending.count >= FLUSH_EVERY).then(|| p.take()).flatten()
                 }
-                other => {
-                    let old = other.replace(Pending {
-                        budget: self.clone(),
-                        count: 1,
-                        second: self.inner.head.load(Ordering::Acquire),
-                    });
-                    old
-                }
+                other => other.replace(Pending {
+                    budget: self.clone(),
+                    count: 1,
+                    second: self.inner.head.load(Ordering::Acquire),
+                }),
             }
         });
         if let Some(pending) = full {
