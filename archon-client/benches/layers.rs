@@ -113,8 +113,12 @@ fn breaker_cfg_no_slow() -> CircuitBreakerConfig {
 }
 
 fn ours_breaker() -> impl Service<Req, Response = Resp> + Clone {
+    ours_breaker_with(breaker_cfg())
+}
+
+fn ours_breaker_with(cfg: CircuitBreakerConfig) -> impl Service<Req, Response = Resp> + Clone {
     ServiceBuilder::new()
-        .layer(CircuitBreakerLayer::new("bench", breaker_cfg()).unwrap())
+        .layer(CircuitBreakerLayer::new("bench", cfg).unwrap())
         .service(noop())
 }
 
@@ -273,6 +277,12 @@ fn per_layer(c: &mut Criterion) {
         .unwrap();
     bench_service(c, &rt, "baseline/noop", noop());
     bench_service(c, &rt, "breaker/archon", ours_breaker());
+    bench_service(
+        c,
+        &rt,
+        "breaker/archon-no-slow-calls",
+        ours_breaker_with(breaker_cfg_no_slow()),
+    );
     bench_service(c, &rt, "breaker/tower-resilience", tr_breaker());
     bench_service(c, &rt, "retry/archon", ours_retry());
     bench_service(c, &rt, "retry/tower", tower_retry());
@@ -412,13 +422,7 @@ fn profile(which: &str, calls: u64) {
     match which {
         "noop" => run(&rt, noop(), calls),
         "breaker" => run(&rt, ours_breaker(), calls),
-        "breaker-no-slow" => run(
-            &rt,
-            ServiceBuilder::new()
-                .layer(CircuitBreakerLayer::new("bench", breaker_cfg_no_slow()).unwrap())
-                .service(noop()),
-            calls,
-        ),
+        "breaker-no-slow" => run(&rt, ours_breaker_with(breaker_cfg_no_slow()), calls),
         "breaker-tr" => run(&rt, tr_breaker(), calls),
         "retry" => run(&rt, ours_retry(), calls),
         "retry-tower" => run(&rt, tower_retry(), calls),
@@ -484,6 +488,10 @@ fn summary() {
     let mut timers: Vec<(&str, Timer<'_>)> = vec![
         ("baseline/noop", timer(&rt, noop())),
         ("breaker/archon", timer(&rt, ours_breaker())),
+        (
+            "breaker/archon-no-slow-calls",
+            timer(&rt, ours_breaker_with(breaker_cfg_no_slow())),
+        ),
         ("breaker/tower-resilience", timer(&rt, tr_breaker())),
         ("retry/archon", timer(&rt, ours_retry())),
         ("retry/tower", timer(&rt, tower_retry())),
