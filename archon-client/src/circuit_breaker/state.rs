@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::config::{CircuitBreakerConfig, InvalidConfig, WindowType};
 use super::error::CircuitOpen;
 use super::window::{
-    Code, CountWindow, Padded, Snapshot, Stripe, TimeWindow, Window, thread_index,
+    Code, CountWindow, MAX_STRIPES, Padded, Snapshot, Stripe, TimeWindow, Window, thread_index,
 };
 use crate::classify::Outcome;
 
@@ -247,14 +247,14 @@ struct Token {
     shared: Arc<Shared>,
 }
 
-/// Stripes per breaker: twice the cores, a power of two, between 2 and 16 (computed once).
-/// Threads beyond that many record straight into the shared window.
+/// Stripes per breaker: twice the cores, a power of two, between 4 and `MAX_STRIPES` (64)
+/// (computed once). Threads beyond that many record straight into the shared window.
 fn stripe_count() -> usize {
     static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *COUNT.get_or_init(|| {
         std::thread::available_parallelism()
             .map_or(2, |n| n.get() * 2)
-            .clamp(2, 16)
+            .clamp(4, MAX_STRIPES)
             .next_power_of_two()
     })
 }

@@ -103,6 +103,9 @@ impl Snapshot {
 /// Outcomes gathered per stripe before they move into the shared window.
 pub(crate) const BATCH: usize = 64;
 
+/// Most stripes a breaker has.
+pub(crate) const MAX_STRIPES: usize = 64;
+
 /// One thread's batch of outcomes not yet in the shared window. Written only by the thread
 /// that owns the stripe's index (see [`thread_index`]); read (racily, for metrics) by anyone.
 #[derive(Debug)]
@@ -324,10 +327,10 @@ impl CountWindow {
     /// stripe order) were moved into the ring now. Exact once no thread is recording.
     pub(crate) fn snapshot(&self, stripes: &[Padded<Stripe>], word: u64) -> Snapshot {
         let n = self.len();
-        // The batches' codes, oldest batch first (at most 16 stripes of `BATCH`).
-        let mut appended = [0u8; 16 * BATCH];
+        // The batches' codes, in stripe order.
+        let mut appended = [0u8; MAX_STRIPES * BATCH];
         let mut v = 0usize;
-        for stripe in stripes.iter().take(16) {
+        for stripe in stripes.iter().take(MAX_STRIPES) {
             if stripe.word.load(Ordering::Acquire) != word {
                 continue;
             }
