@@ -419,6 +419,29 @@ fn profile(which: &str, calls: u64) {
         size("stack-tower", tower_full());
         return;
     }
+    if which == "clock" {
+        let start = Instant::now();
+        let mut x = 0u64;
+        for _ in 0..calls {
+            x = x.wrapping_add(
+                std::hint::black_box(Instant::now())
+                    .elapsed()
+                    .subsec_nanos() as u64,
+            );
+        }
+        let std_ns = start.elapsed().as_nanos() as f64 / calls as f64 / 2.0;
+        let start = Instant::now();
+        for _ in 0..calls {
+            x = x.wrapping_add(
+                std::hint::black_box(tokio::time::Instant::now())
+                    .elapsed()
+                    .subsec_nanos() as u64,
+            );
+        }
+        let tokio_ns = start.elapsed().as_nanos() as f64 / calls as f64 / 2.0;
+        println!("clock reading: std {std_ns:.1} ns, tokio {tokio_ns:.1} ns ({x})");
+        return;
+    }
     match which {
         "noop" => run(&rt, noop(), calls),
         "breaker" => run(&rt, ours_breaker(), calls),
