@@ -455,6 +455,12 @@ fn profile(which: &str, calls: u64) {
         "stack-no-slow" => run(&rt, ours_full_with(breaker_cfg_no_slow()), calls),
         "stack-tower" => run(&rt, tower_full(), calls),
         "stack-tr" => run(&rt, tr_full(), calls),
+        "threads1" | "threads2" => {
+            let handle =
+                CircuitBreakerHandle::new("p", breaker_cfg().minimum_calls(u32::MAX)).unwrap();
+            let n = if which == "threads1" { 1 } else { 2 };
+            closed_path_threads(&handle, n, calls / n as u64);
+        }
         "window" => {
             let handle =
                 CircuitBreakerHandle::new("p", breaker_cfg().minimum_calls(u32::MAX)).unwrap();
