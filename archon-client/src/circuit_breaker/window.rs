@@ -31,6 +31,7 @@
 //! `snapshot` (the breaker's `metrics()`) counts every thread's batch as if it moved in now,
 //! so once no thread is recording it is exact in the same sense.
 
+use std::cell::Cell;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
@@ -162,17 +163,30 @@ pub(crate) fn thread_index() -> usize {
 
     impl Drop for Index {
         fn drop(&mut self) {
+            // From now on (other thread locals being destroyed) this thread has no stripe.
+            let _ = CACHED.try_with(|c| c.set(NONE));
             if let Ok(mut free) = FREE.lock() {
                 free.push(self.0);
             }
         }
     }
 
+    const NONE: usize = usize::MAX;
     thread_local! {
         static INDEX: Index = Index::take();
+        /// A copy of `INDEX` that needs no lazy-initialisation check on every call.
+        static CACHED: Cell<usize> = const { Cell::new(NONE) };
     }
-    // While the thread's locals are being destroyed: no stripe.
-    INDEX.try_with(|i| i.0).unwrap_or(usize::MAX)
+    let cached = CACHED.try_with(Cell::get).unwrap_or(NONE);
+    if cached != NONE {
+        return cached;
+    }
+    // First call on this thread (or its locals are being destroyed: no stripe).
+    let index = INDEX.try_with(|i| i.0).unwrap_or(NONE);
+    if index != NONE {
+        let _ = CACHED.try_with(|c| c.set(index));
+    }
+    index
 }
 
 /// Packed totals of the (up to eight) one-byte codes in `word`.
@@ -273,7 +287,8 @@ impl CountWindow {
             return Snapshot::unpack(self.commit(std::iter::once(code)));
         };
         let n = self.len();
-        let mut len = stripe.len.load(Ordering::Relaxed);
+        // Below `batch` by construction (the clamp keeps indexing in bounds regardless).
+        let mut len = stripe.len.load(Ordering::Relaxed).min(self.batch - 1);
         let (mut at, mut pending, mut evict) =
             if len == 0 || stripe.word.load(Ordering::Relaxed) != word {
                 stripe.word.store(word, Ordering::Relaxed);
@@ -282,13 +297,13 @@ impl CountWindow {
                 stripe.start.store(cursor, Ordering::Relaxed);
                 (cursor % n, 0, 0)
             } else {
+                let at = stripe.at.load(Ordering::Relaxed);
                 (
-                    stripe.at.load(Ordering::Relaxed),
+                    if at < n { at } else { 0 },
                     stripe.pending.load(Ordering::Relaxed),
                     stripe.evict.load(Ordering::Relaxed),
                 )
             };
-        // `at < n` and `len < BATCH` by construction.
         evict += self.slot(at).packed();
         stripe.codes[len as usize].store(code.0, Ordering::Relaxed);
         pending += code.packed();
