@@ -645,9 +645,12 @@ impl Shared {
                 let stripe = self.stripes.get(thread_index()).map(|s| &s.0);
                 let snap = match &self.window {
                     Window::Count(w) => w.record(stripe, word, code),
-                    Window::Time(w) => w.record(stripe, word, code, self.second(now)),
+                    Window::Time(w) => Some(w.record(stripe, word, code, self.second(now))),
                 };
-                if state == CircuitState::Closed && self.should_open(snap) {
+                if state == CircuitState::Closed
+                    && let Some(snap) = snap
+                    && self.should_open(snap)
+                {
                     self.transition(word, CircuitState::Open);
                 }
             }

@@ -17,8 +17,10 @@
 //! writes no cache line that another thread writes too. Threads past the last stripe record
 //! straight into the shared window.
 //!
-//! What a call is judged by (the decision to open) is the shared window's totals plus its own
-//! thread's batch minus the ring slots that batch will overwrite:
+//! What a call is judged by (the decision to open): a failure or slow call moves its
+//! thread's batch and itself into the ring and is judged by the ring's new totals; a success
+//! cannot raise a rate, so it is judged (by the ring's totals plus its thread's batch) only
+//! while the window is still filling, when it may bring the window up to `minimum_calls`.
 //!
 //! - all calls recorded by one thread (e.g. a current-thread runtime), or by threads taking
 //!   turns where each turn ends with a failure or a full batch: exactly the last N calls;
@@ -115,15 +117,10 @@ pub(crate) struct Stripe {
     word: AtomicU64,
     /// Outcomes in the batch.
     len: AtomicU64,
-    /// Count window: the ring index the next outcome of the batch will take. Time window: the
-    /// second of the batch.
+    /// Time window: the second of the batch.
     at: AtomicU64,
-    /// Packed totals of the batch.
+    /// Time window: packed totals of the batch.
     pending: AtomicU64,
-    /// Count window: packed totals of the ring slots the batch will overwrite.
-    evict: AtomicU64,
-    /// Count window: the ring's cursor when the batch began.
-    start: AtomicU64,
     codes: [AtomicU8; BATCH],
 }
 
@@ -134,8 +131,6 @@ impl Stripe {
             len: AtomicU64::new(0),
             at: AtomicU64::new(0),
             pending: AtomicU64::new(0),
-            evict: AtomicU64::new(0),
-            start: AtomicU64::new(0),
             codes: [const { AtomicU8::new(0) }; BATCH],
         }
     }
@@ -280,62 +275,46 @@ impl CountWindow {
     }
 
     /// Records one outcome of the breaker state `word` through `stripe` (owned by the calling
-    /// thread; `None`: straight into the ring); returns the totals the outcome is judged by
-    /// (see the module docs).
-    pub(crate) fn record(&self, stripe: Option<&Stripe>, word: u64, code: Code) -> Snapshot {
+    /// thread; `None`: straight into the ring). Returns the totals the outcome is judged by,
+    /// or `None` when it cannot open the breaker (see the module docs).
+    pub(crate) fn record(
+        &self,
+        stripe: Option<&Stripe>,
+        word: u64,
+        code: Code,
+    ) -> Option<Snapshot> {
         let Some(stripe) = stripe else {
-            return Snapshot::unpack(self.commit(std::iter::once(code)));
+            return Some(Snapshot::unpack(self.commit(std::iter::once(code))));
         };
-        let n = self.len();
         // Below `batch` by construction (the clamp keeps indexing in bounds regardless).
         let mut len = stripe.len.load(Ordering::Relaxed).min(self.batch - 1);
-        let (mut at, mut pending, mut evict) =
-            if len == 0 || stripe.word.load(Ordering::Relaxed) != word {
-                stripe.word.store(word, Ordering::Relaxed);
-                len = 0;
-                let cursor = self.cursor.load(Ordering::Relaxed);
-                stripe.start.store(cursor, Ordering::Relaxed);
-                (cursor % n, 0, 0)
-            } else {
-                let at = stripe.at.load(Ordering::Relaxed);
-                (
-                    if at < n { at } else { 0 },
-                    stripe.pending.load(Ordering::Relaxed),
-                    stripe.evict.load(Ordering::Relaxed),
-                )
-            };
-        evict += self.slot(at).packed();
-        stripe.codes[len as usize].store(code.0, Ordering::Relaxed);
-        pending += code.packed();
-        len += 1;
-        at += 1;
-        if at == n {
-            at = 0;
+        if len != 0 && stripe.word.load(Ordering::Relaxed) != word {
+            // A batch of an earlier state (generation): dropped.
+            len = 0;
         }
+        if len == 0 {
+            stripe.word.store(word, Ordering::Relaxed);
+        }
+        stripe.codes[len as usize].store(code.0, Ordering::Relaxed);
+        len += 1;
         // A failure or slow call is moved at once (with the batch before it), so every
         // thread's next decision sees it; successes wait for a full batch.
-        let snap = if len >= self.batch || code.is_bad() {
+        if len >= self.batch || code.is_bad() {
             let codes = stripe.codes[..len as usize]
                 .iter()
                 .map(|c| Code(c.load(Ordering::Relaxed)));
             let totals = self.commit(codes);
-            len = 0;
-            Snapshot::unpack(totals)
-        } else {
-            let totals = self.totals.load(Ordering::Acquire);
-            if self.cursor.load(Ordering::Acquire) == stripe.start.load(Ordering::Relaxed) {
-                // Nothing moved into the ring since the batch began: the slots it will
-                // overwrite are still counted in `totals`, so no field can go below zero.
-                Snapshot::unpack(totals.wrapping_add(pending).wrapping_sub(evict))
-            } else {
-                Snapshot::unpack(totals).adjust(pending, evict)
-            }
-        };
+            stripe.len.store(0, Ordering::Relaxed);
+            return Some(Snapshot::unpack(totals));
+        }
         stripe.len.store(len, Ordering::Relaxed);
-        stripe.at.store(at, Ordering::Relaxed);
-        stripe.pending.store(pending, Ordering::Relaxed);
-        stripe.evict.store(evict, Ordering::Relaxed);
-        snap
+        // The batch holds successes only. A success cannot raise a rate, so it can open the
+        // breaker only by bringing the window up to `minimum_calls`, i.e. while the window is
+        // still filling: then the slots the batch will take are empty and the totals are the
+        // ring's plus the batch's calls. Once the window is full, no decision is needed.
+        let totals = Snapshot::unpack(self.totals.load(Ordering::Acquire));
+        let calls = totals.calls + len;
+        (calls <= self.len()).then_some(Snapshot { calls, ..totals })
     }
 
     /// The totals of the last N calls of the state `word`, as if every stripe's batch (in
@@ -583,15 +562,24 @@ mod tests {
     fn ring_counts_exactly_the_last_n_calls() {
         let st = stripes(1);
         let w = CountWindow::new(3);
+        let snap = |w: &CountWindow| {
+            let s = w.snapshot(&st, 0);
+            (s.calls, s.failures, s.slow)
+        };
         w.record(Some(&st[0]), 0, Code::new(true, false));
         w.record(Some(&st[0]), 0, Code::new(true, true));
-        let s = w.record(Some(&st[0]), 0, Code::new(false, false));
+        // While the window fills, a success is judged (it may bring it to `minimum_calls`).
+        let s = w.record(Some(&st[0]), 0, Code::new(false, false)).unwrap();
         assert_eq!((s.calls, s.failures, s.slow), (3, 2, 1));
-        // Evicts the first failure.
-        let s = w.record(Some(&st[0]), 0, Code::new(false, false));
-        assert_eq!((s.calls, s.failures, s.slow), (3, 1, 1));
-        let s = w.record(Some(&st[0]), 0, Code::new(false, false));
-        assert_eq!((s.calls, s.failures, s.slow), (3, 0, 0));
+        assert_eq!(snap(&w), (3, 2, 1));
+        // Evicts the first failure; a success in a full window cannot open the breaker.
+        assert_eq!(w.record(Some(&st[0]), 0, Code::new(false, false)), None);
+        assert_eq!(snap(&w), (3, 1, 1));
+        w.record(Some(&st[0]), 0, Code::new(false, false));
+        assert_eq!(snap(&w), (3, 0, 0));
+        // A failure is judged over exactly the last 3 calls.
+        let s = w.record(Some(&st[0]), 0, Code::new(true, false)).unwrap();
+        assert_eq!((s.calls, s.failures, s.slow), (3, 1, 0));
         w.reset();
         assert_eq!(w.snapshot(&st, 1), Snapshot::default());
     }
@@ -605,7 +593,7 @@ mod tests {
         for i in 0..1_000u64 {
             let failed = (i * 7919) % 11 < 4;
             // Threads taking turns, each turn ending with a failure.
-            let s = w.record(Some(&st[turn % 3]), 5, Code::new(failed, false));
+            let judged = w.record(Some(&st[turn % 3]), 5, Code::new(failed, false));
             if failed {
                 turn += 1;
             }
@@ -613,15 +601,19 @@ mod tests {
             if model.len() > 100 {
                 model.pop_front();
             }
-            let expected = model.iter().filter(|f| **f).count() as u64;
-            assert_eq!(w.snapshot(&st, 5).failures, expected, "call {i}");
-            assert_eq!(w.snapshot(&st, 5).calls, model.len() as u64, "call {i}");
-            // The stripe that recorded sees the exact window too.
-            assert_eq!(
-                (s.calls, s.failures),
-                (model.len() as u64, expected),
-                "call {i}"
+            let expected = (
+                model.len() as u64,
+                model.iter().filter(|f| **f).count() as u64,
             );
+            let s = w.snapshot(&st, 5);
+            assert_eq!((s.calls, s.failures), expected, "call {i}");
+            // A failure, or any call while the window fills, is judged over the exact window.
+            if failed || i < 100 {
+                let s = judged.unwrap();
+                assert_eq!((s.calls, s.failures), expected, "call {i}");
+            } else {
+                assert_eq!(judged, None, "call {i}");
+            }
         }
     }
 
