@@ -121,6 +121,9 @@ pub(crate) struct Stripe {
     at: AtomicU64,
     /// Time window: packed totals of the batch.
     pending: AtomicU64,
+    /// Count window: the breaker word for which this thread saw the ring full (a full ring
+    /// stays full until the state changes, and then successes need no decision).
+    full: AtomicU64,
     codes: [AtomicU8; BATCH],
 }
 
@@ -131,6 +134,7 @@ impl Stripe {
             len: AtomicU64::new(0),
             at: AtomicU64::new(0),
             pending: AtomicU64::new(0),
+            full: AtomicU64::new(u64::MAX),
             codes: [const { AtomicU8::new(0) }; BATCH],
         }
     }
@@ -192,12 +196,21 @@ fn packed_word(word: u64) -> u64 {
         | (u64::from((word & (ONES << 2)).count_ones()) << (2 * FIELD_BITS))
 }
 
+/// The ring's shared counters.
+#[derive(Debug)]
+struct RingHead {
+    /// Outcomes moved into the ring so far.
+    cursor: AtomicU64,
+    /// Packed totals of the ring's slots.
+    totals: AtomicU64,
+}
+
 /// A true ring of the last `size` outcomes plus packed running totals.
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     /// Outcomes moved into the ring so far.
-    cursor: Padded<AtomicU64>,
-    totals: Padded<AtomicU64>,
+    /// The cursor and the totals share one cache line: a batch moving in writes both.
+    head: Padded<RingHead>,
     /// The ring: slot `i` is byte `i % 8` of word `i / 8` (so a batch moves in with one
     /// atomic operation per eight outcomes).
     slots: Box<[AtomicU64]>,
@@ -210,10 +223,12 @@ impl CountWindow {
     pub(crate) fn new(size: u32) -> Self {
         let size = size.clamp(1, MAX_COUNT as u32);
         Self {
-            cursor: Padded(AtomicU64::new(0)),
+            head: Padded(RingHead {
+                cursor: AtomicU64::new(0),
+                totals: AtomicU64::new(0),
+            }),
             slots: (0..size.div_ceil(8)).map(|_| AtomicU64::new(0)).collect(),
             size: u64::from(size),
-            totals: Padded(AtomicU64::new(0)),
             batch: (BATCH as u64).min(u64::from(size)),
         }
     }
@@ -250,7 +265,11 @@ impl CountWindow {
     /// totals.
     fn commit(&self, codes: impl ExactSizeIterator<Item = Code>) -> u64 {
         let n = self.len();
-        let mut i = self.cursor.fetch_add(codes.len() as u64, Ordering::Relaxed) % n;
+        let mut i = self
+            .head
+            .cursor
+            .fetch_add(codes.len() as u64, Ordering::Relaxed)
+            % n;
         let mut delta = 0u64;
         let (mut w, mut mask, mut word) = (i >> 3, 0u64, 0u64);
         for code in codes {
@@ -269,7 +288,8 @@ impl CountWindow {
         if mask != 0 {
             delta = delta.wrapping_add(self.store_word(w, mask, word));
         }
-        self.totals
+        self.head
+            .totals
             .fetch_add(delta, Ordering::AcqRel)
             .wrapping_add(delta)
     }
@@ -312,7 +332,13 @@ impl CountWindow {
         // breaker only by bringing the window up to `minimum_calls`, i.e. while the window is
         // still filling: then the slots the batch will take are empty and the totals are the
         // ring's plus the batch's calls. Once the window is full, no decision is needed.
-        let totals = Snapshot::unpack(self.totals.load(Ordering::Acquire));
+        if stripe.full.load(Ordering::Relaxed) == word {
+            return None;
+        }
+        let totals = Snapshot::unpack(self.head.totals.load(Ordering::Acquire));
+        if totals.calls >= self.len() {
+            stripe.full.store(word, Ordering::Relaxed);
+        }
         let calls = totals.calls + len;
         (calls <= self.len()).then_some(Snapshot { calls, ..totals })
     }
@@ -343,8 +369,8 @@ impl CountWindow {
             // The batches alone fill the window.
             return Snapshot::unpack(count(&appended[v - n as usize..v]));
         }
-        let cursor = self.cursor.load(Ordering::Acquire);
-        let totals = self.totals.load(Ordering::Acquire);
+        let cursor = self.head.cursor.load(Ordering::Acquire);
+        let totals = self.head.totals.load(Ordering::Acquire);
         // The `v` oldest ring slots make room for the batches.
         let evicted = (0..v as u64).fold(0u64, |acc, k| {
             acc.wrapping_add(self.slot((cursor + k) % n).packed())
@@ -358,7 +384,9 @@ impl CountWindow {
         for slot in &*self.slots {
             let old = slot.swap(0, Ordering::AcqRel);
             if old != 0 {
-                self.totals.fetch_sub(packed_word(old), Ordering::AcqRel);
+                self.head
+                    .totals
+                    .fetch_sub(packed_word(old), Ordering::AcqRel);
             }
         }
     }
