@@ -305,9 +305,10 @@ pub struct WindowMetrics {
 pub struct Permit {
     token: Arc<Token>,
     word: u64,
-    /// When the call started; `None` when the breaker does not time calls (slow-call detection
+    /// When the call becomes slow (its start plus `slow_call_duration`); `None` when the
+    /// breaker does not time calls (slow-call detection off) or never (overflow).
     /// off).
-    started: Option<Instant>,
+    slow_at: Option<Instant>,
     done: bool,
 }
 
@@ -325,21 +326,23 @@ impl Permit {
     /// slow-call detection is off).
     pub fn record(mut self, outcome: Outcome) {
         self.done = true;
-        let (elapsed, now) = match self.started {
-            Some(started) => {
-                // One clock reading gives both the duration and the time-window second.
+        let (slow, now) = match self.slow_at {
+            Some(slow_at) => {
+                // One clock reading gives both the slowness and the time-window second.
                 let now = Instant::now();
-                (now.saturating_duration_since(started), Some(now))
+                (now >= slow_at, Some(now))
             }
-            None => (Duration::ZERO, None),
+            None => (false, None),
         };
-        self.token.shared.record(self.word, outcome, elapsed, now);
+        self.token.shared.record(self.word, outcome, slow, now);
     }
 
     /// Records the outcome with an explicit duration (for callers timing calls themselves).
     pub fn record_with_duration(mut self, outcome: Outcome, elapsed: Duration) {
         self.done = true;
-        self.token.shared.record(self.word, outcome, elapsed, None);
+        let shared = &self.token.shared;
+        let slow = !shared.slow_duration.is_zero() && elapsed >= shared.slow_duration;
+        shared.record(self.word, outcome, slow, None);
     }
 }
 
@@ -501,7 +504,7 @@ impl CircuitBreakerHandle {
             // `tokens.len()` is a power of two.
             token: tokens[thread_index() & (tokens.len() - 1)].clone(),
             word,
-            started: (!self.shared().slow_duration.is_zero()).then(Instant::now),
+            slow_at: self.shared().slow_at(),
             done: false,
         })
     }
@@ -613,12 +616,19 @@ impl Shared {
             .as_secs()
     }
 
-    fn record(&self, word: u64, outcome: Outcome, elapsed: Duration, now: Option<Instant>) {
+    /// When a call starting now becomes slow (`None`: slow-call detection off).
+    fn slow_at(&self) -> Option<Instant> {
+        if self.slow_duration.is_zero() {
+            return None;
+        }
+        Instant::now().checked_add(self.slow_duration)
+    }
+
+    fn record(&self, word: u64, outcome: Outcome, slow: bool, now: Option<Instant>) {
         let state = CircuitState::from_code(word);
         if state == CircuitState::Disabled {
             return;
         }
-        let slow = !self.slow_duration.is_zero() && elapsed >= self.slow_duration;
         match outcome {
             Outcome::Success if slow => self.metrics.slow.increment(1),
             Outcome::Success => self.metrics.success.increment(1),
