@@ -2,12 +2,19 @@
 //! with tower's own layers and tower-resilience 0.13, in one run.
 //!
 //! Run with: cargo bench -p archon-client --bench layers -- --warm-up-time 1 --measurement-time 3
+//!
+//! After criterion's figures it prints a summary: every service timed in interleaved rounds and
+//! the targets as ratios of the medians (`ARCHON_SUMMARY_ONLY=1` prints only that).
 #![allow(
     missing_docs,
     dead_code,
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::needless_pass_by_value
+    clippy::needless_pass_by_value,
+    clippy::panic,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::cast_precision_loss
 )]
 
 use std::sync::Arc;
@@ -21,7 +28,7 @@ use archon_client::circuit_breaker::{
 use archon_client::retry::{RetryConfig, RetryPolicy, RetryRequest};
 use archon_client::timeout::DeadlineRequest;
 use archon_core::BoxError;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 
@@ -99,9 +106,19 @@ fn breaker_cfg() -> CircuitBreakerConfig {
         .minimum_calls(100)
 }
 
+/// The same breaker without slow-call detection (tower-resilience's default: it has none
+/// unless configured), so the breaker reads no clock per call.
+fn breaker_cfg_no_slow() -> CircuitBreakerConfig {
+    breaker_cfg().slow_calls(100.0, Duration::ZERO)
+}
+
 fn ours_breaker() -> impl Service<Req, Response = Resp> + Clone {
+    ours_breaker_with(breaker_cfg())
+}
+
+fn ours_breaker_with(cfg: CircuitBreakerConfig) -> impl Service<Req, Response = Resp> + Clone {
     ServiceBuilder::new()
-        .layer(CircuitBreakerLayer::new("bench", breaker_cfg()).unwrap())
+        .layer(CircuitBreakerLayer::new("bench", cfg).unwrap())
         .service(noop())
 }
 
@@ -173,12 +190,16 @@ fn breaker_to_box(e: archon_client::circuit_breaker::CircuitBreakerError<BoxErro
 
 /// Ours: retry (+ budget) > breaker > bulkhead > per-attempt timeout.
 fn ours_full() -> impl Service<Req, Response = Resp> + Clone {
+    ours_full_with(breaker_cfg())
+}
+
+fn ours_full_with(cfg: CircuitBreakerConfig) -> impl Service<Req, Response = Resp> + Clone {
     ServiceBuilder::new()
         .layer(tower::retry::RetryLayer::new(RetryPolicy::new(
             &RetryConfig::default(),
         )))
         .map_err(breaker_to_box)
-        .layer(CircuitBreakerLayer::new("bench", breaker_cfg()).unwrap())
+        .layer(CircuitBreakerLayer::new("bench", cfg).unwrap())
         .layer(BulkheadLayer::new("bench", BulkheadConfig::default()))
         .timeout(Duration::from_secs(10))
         .service(noop())
@@ -256,6 +277,12 @@ fn per_layer(c: &mut Criterion) {
         .unwrap();
     bench_service(c, &rt, "baseline/noop", noop());
     bench_service(c, &rt, "breaker/archon", ours_breaker());
+    bench_service(
+        c,
+        &rt,
+        "breaker/archon-no-slow-calls",
+        ours_breaker_with(breaker_cfg_no_slow()),
+    );
     bench_service(c, &rt, "breaker/tower-resilience", tr_breaker());
     bench_service(c, &rt, "retry/archon", ours_retry());
     bench_service(c, &rt, "retry/tower", tower_retry());
@@ -264,6 +291,12 @@ fn per_layer(c: &mut Criterion) {
     bench_service(c, &rt, "bulkhead/tower-loadshed+limit", tower_limit());
     bench_service(c, &rt, "bulkhead/tower-resilience", tr_bulkhead());
     bench_service(c, &rt, "stack/archon", ours_full());
+    bench_service(
+        c,
+        &rt,
+        "stack/archon-no-slow-calls",
+        ours_full_with(breaker_cfg_no_slow()),
+    );
     bench_service(c, &rt, "stack/tower", tower_full());
     bench_service(c, &rt, "stack/tower-resilience", tr_full());
     let boxed: BoxCloneSyncService<Req, Resp, BoxError> =
@@ -317,6 +350,25 @@ fn windows(c: &mut Criterion) {
     }
 }
 
+/// `threads` threads making `calls` calls each through the closed path of `handle`; time per
+/// call of all threads together.
+fn closed_path_threads(handle: &CircuitBreakerHandle, threads: usize, calls: u64) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(move || {
+                for _ in 0..calls {
+                    handle
+                        .try_acquire()
+                        .unwrap()
+                        .record_with_duration(Outcome::Success, Duration::ZERO);
+                }
+            });
+        }
+    });
+    start.elapsed() / threads as u32
+}
+
 /// Throughput of the breaker's closed path from 1 and 2 threads on one shared breaker.
 fn threads(c: &mut Criterion) {
     let handle = Arc::new(
@@ -324,27 +376,242 @@ fn threads(c: &mut Criterion) {
     );
     for n in [1usize, 2] {
         let handle = handle.clone();
+        // Time per call of all threads together: lower = more throughput.
         c.bench_function(&format!("threads/{n}"), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                std::thread::scope(|s| {
-                    for _ in 0..n {
-                        let h = &handle;
-                        s.spawn(move || {
-                            for _ in 0..iters {
-                                h.try_acquire()
-                                    .unwrap()
-                                    .record_with_duration(Outcome::Success, Duration::ZERO);
-                            }
-                        });
-                    }
-                });
-                // Time per call of all threads together: lower = more throughput.
-                start.elapsed() / n as u32
-            });
+            b.iter_custom(|iters| closed_path_threads(&handle, n, iters));
         });
     }
 }
 
 criterion_group!(benches, per_layer, windows, threads);
-criterion_main!(benches);
+
+/// `ARCHON_PROFILE=<stack> ARCHON_PROFILE_CALLS=<n>` runs only `n` calls of one stack (for
+/// `valgrind --tool=callgrind`: instructions per call = difference of two runs / difference
+/// of `n`).
+fn profile(which: &str, calls: u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    fn run<S: Service<Req>>(rt: &tokio::runtime::Runtime, mut svc: S, calls: u64) {
+        rt.block_on(async {
+            for i in 0..calls {
+                call(&mut svc, i).await;
+            }
+        });
+    }
+    fn size<S: Service<Req>>(name: &str, mut svc: S) {
+        let f = svc.call(Req(0));
+        eprintln!(
+            "{name}: future {} bytes, service {} bytes",
+            std::mem::size_of_val(&f),
+            std::mem::size_of::<S>()
+        );
+    }
+    if which == "sizes" {
+        let _guard = rt.enter();
+        size("breaker", ours_breaker());
+        size("bulkhead", ours_bulkhead());
+        size("bulkhead-tower", tower_limit());
+        size("retry", ours_retry());
+        size("retry-tower", tower_retry());
+        size("stack", ours_full());
+        size("stack-tower", tower_full());
+        return;
+    }
+    if which == "clock" {
+        let start = Instant::now();
+        let mut x = 0u64;
+        for _ in 0..calls {
+            x = x.wrapping_add(
+                std::hint::black_box(Instant::now())
+                    .elapsed()
+                    .subsec_nanos() as u64,
+            );
+        }
+        let std_ns = start.elapsed().as_nanos() as f64 / calls as f64 / 2.0;
+        let start = Instant::now();
+        for _ in 0..calls {
+            x = x.wrapping_add(
+                std::hint::black_box(tokio::time::Instant::now())
+                    .elapsed()
+                    .subsec_nanos() as u64,
+            );
+        }
+        let tokio_ns = start.elapsed().as_nanos() as f64 / calls as f64 / 2.0;
+        println!("clock reading: std {std_ns:.1} ns, tokio {tokio_ns:.1} ns ({x})");
+        return;
+    }
+    match which {
+        "noop" => run(&rt, noop(), calls),
+        "breaker" => run(&rt, ours_breaker(), calls),
+        "breaker-no-slow" => run(&rt, ours_breaker_with(breaker_cfg_no_slow()), calls),
+        "breaker-tr" => run(&rt, tr_breaker(), calls),
+        "retry" => run(&rt, ours_retry(), calls),
+        "retry-tower" => run(&rt, tower_retry(), calls),
+        "bulkhead" => run(&rt, ours_bulkhead(), calls),
+        "bulkhead-tower" => run(&rt, tower_limit(), calls),
+        "stack" => run(&rt, ours_full(), calls),
+        "stack-no-slow" => run(&rt, ours_full_with(breaker_cfg_no_slow()), calls),
+        "stack-tower" => run(&rt, tower_full(), calls),
+        "stack-tr" => run(&rt, tr_full(), calls),
+        "threads1" | "threads2" => {
+            let handle =
+                CircuitBreakerHandle::new("p", breaker_cfg().minimum_calls(u32::MAX)).unwrap();
+            let n = if which == "threads1" { 1 } else { 2 };
+            closed_path_threads(&handle, n, calls / n as u64);
+        }
+        "window" => {
+            let handle =
+                CircuitBreakerHandle::new("p", breaker_cfg().minimum_calls(u32::MAX)).unwrap();
+            for _ in 0..calls {
+                handle
+                    .try_acquire()
+                    .unwrap()
+                    .record_with_duration(Outcome::Success, Duration::ZERO);
+            }
+        }
+        other => panic!("unknown stack {other}"),
+    }
+}
+
+/// Times `calls` calls of `svc` on `rt`; nanoseconds per call.
+fn time_calls<S: Service<Req>>(rt: &tokio::runtime::Runtime, svc: &mut S, calls: u64) -> f64 {
+    rt.block_on(async {
+        let start = Instant::now();
+        for i in 0..calls {
+            call(svc, i).await;
+        }
+        start.elapsed().as_nanos() as f64 / calls as f64
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The targets as same-run ratios: every service is timed in each of `ROUNDS`
+/// interleaved rounds (so load changes hit all of them alike) and the medians are compared.
+fn summary() {
+    const ROUNDS: usize = 21;
+    const CALLS: u64 = 20_000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let load_before = load_average();
+    type Timer<'a> = Box<dyn FnMut() -> f64 + 'a>;
+    fn timer<'a, S: Service<Req> + 'a>(rt: &'a tokio::runtime::Runtime, mut svc: S) -> Timer<'a> {
+        Box::new(move || time_calls(rt, &mut svc, CALLS))
+    }
+    let handle =
+        CircuitBreakerHandle::new("threads", breaker_cfg().minimum_calls(u32::MAX)).unwrap();
+    let h = &handle;
+    let mut timers: Vec<(&str, Timer<'_>)> = vec![
+        ("baseline/noop", timer(&rt, noop())),
+        ("breaker/archon", timer(&rt, ours_breaker())),
+        (
+            "breaker/archon-no-slow-calls",
+            timer(&rt, ours_breaker_with(breaker_cfg_no_slow())),
+        ),
+        ("breaker/tower-resilience", timer(&rt, tr_breaker())),
+        ("retry/archon", timer(&rt, ours_retry())),
+        ("retry/tower", timer(&rt, tower_retry())),
+        ("bulkhead/archon", timer(&rt, ours_bulkhead())),
+        ("bulkhead/tower-loadshed+limit", timer(&rt, tower_limit())),
+        ("stack/archon", timer(&rt, ours_full())),
+        (
+            "stack/archon-no-slow-calls",
+            timer(&rt, ours_full_with(breaker_cfg_no_slow())),
+        ),
+        ("stack/tower", timer(&rt, tower_full())),
+        ("stack/tower-resilience", timer(&rt, tr_full())),
+        (
+            "threads/1",
+            Box::new(move || {
+                closed_path_threads(h, 1, CALLS * 5).as_nanos() as f64 / (CALLS * 5) as f64
+            }),
+        ),
+        (
+            "threads/2",
+            Box::new(move || {
+                closed_path_threads(h, 2, CALLS * 5).as_nanos() as f64 / (CALLS * 5) as f64
+            }),
+        ),
+    ];
+    let mut samples = vec![Vec::new(); timers.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, t)) in timers.iter_mut().enumerate() {
+            samples[i].push(t());
+        }
+    }
+    let m: std::collections::HashMap<&str, f64> = timers
+        .iter()
+        .zip(samples)
+        .map(|((name, _), s)| (*name, median(s)))
+        .collect();
+    let base = m["baseline/noop"];
+    println!();
+    println!(
+        "summary: medians of {ROUNDS} interleaved rounds of {CALLS} calls (load average before: {load_before}; after: {})",
+        load_average()
+    );
+    for (name, _) in &timers {
+        let v = m[name];
+        if name.starts_with("threads") || *name == "baseline/noop" {
+            println!("  {name:32} {v:8.1} ns/call");
+        } else {
+            println!(
+                "  {name:32} {v:8.1} ns/call  (+{:.1} ns over baseline)",
+                v - base
+            );
+        }
+    }
+    let added = |n: &str| m[n] - base;
+    let ratio = |a: &str, b: &str| added(a) / added(b);
+    println!("targets:");
+    for ours in ["stack/archon", "stack/archon-no-slow-calls"] {
+        println!(
+            "  1. {ours} added / stack/tower-resilience added = {:.2}x (target <= 0.30x)",
+            ratio(ours, "stack/tower-resilience")
+        );
+        println!(
+            "  2. {ours} added / stack/tower added            = {:.2}x (target <= 1.50x)",
+            ratio(ours, "stack/tower")
+        );
+    }
+    println!(
+        "  3. closed-path throughput, 2 threads / 1 thread = {:.2}x (target >= 1.80x; needs two idle cores)",
+        m["threads/1"] / m["threads/2"]
+    );
+    println!(
+        "  breaker alone: archon / tower-resilience added = {:.2}x; retry: archon / tower = {:.2}x; bulkhead: archon / tower = {:.2}x",
+        ratio("breaker/archon", "breaker/tower-resilience"),
+        ratio("retry/archon", "retry/tower"),
+        ratio("bulkhead/archon", "bulkhead/tower-loadshed+limit"),
+    );
+}
+
+fn main() {
+    if let Ok(which) = std::env::var("ARCHON_PROFILE") {
+        let calls = std::env::var("ARCHON_PROFILE_CALLS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(100_000);
+        profile(&which, calls);
+        return;
+    }
+    // `ARCHON_SUMMARY_ONLY=1` skips criterion and prints only the interleaved summary.
+    if std::env::var_os("ARCHON_SUMMARY_ONLY").is_none() {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    }
+    summary();
+}

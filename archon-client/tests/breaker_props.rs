@@ -2,6 +2,7 @@
 //! Property tests of breaker invariants.
 
 use std::collections::VecDeque;
+use std::sync::Barrier;
 use std::time::Duration;
 
 use archon_client::Outcome;
@@ -79,4 +80,79 @@ proptest! {
             }
         }
     }
+
+    /// Several threads recording on one breaker at once (each on its own stripe): with no
+    /// more calls than the window holds nothing is lost. Past that, the ring orders outcomes
+    /// by when they moved in, and a thread's successes move in batches of up to 63, so they
+    /// can land after newer outcomes of other threads: the window is the last N calls up to
+    /// `(threads - 1) * 63` places of reordering. With a window of at least
+    /// `threads * (64 + failures)` calls, failures recorded after every thread's run of
+    /// successes are therefore all in it, and it holds exactly N calls.
+    #[test]
+    fn concurrent_recording_loses_nothing_and_reorders_at_most_one_batch_per_thread(
+        threads in 2usize..5,
+        extra in 0u32..300,
+        failures in 1u32..8,
+        seed in any::<u64>(),
+    ) {
+        let size = threads as u32 * (64 + failures) + extra;
+        let cfg = CircuitBreakerConfig::default().count_window(size);
+        let breaker = CircuitBreakerHandle::new("p", cfg).unwrap();
+        breaker.metrics_only();
+        let record = |failed: bool| {
+            breaker.try_acquire().unwrap().record_with_duration(
+                if failed { Outcome::Failure } else { Outcome::Success },
+                Duration::ZERO,
+            );
+        };
+        // Phase 1: fewer calls than the window holds, a pseudo-random mix.
+        let per_thread = size as usize / threads;
+        let expected_failures: usize = (0..threads)
+            .map(|t| (0..per_thread).filter(|i| mix(seed, t, *i)).count())
+            .sum();
+        let barrier = Barrier::new(threads);
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let (record, barrier) = (&record, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    for i in 0..per_thread {
+                        record(mix(seed, t, i));
+                    }
+                });
+            }
+        });
+        let m = breaker.metrics();
+        prop_assert_eq!(m.calls, (per_thread * threads) as u64);
+        prop_assert_eq!(m.failures, expected_failures as u64);
+
+        // Phase 2: many successes, then (after every thread is done with them) a few failures
+        // per thread: the last N calls are known exactly whatever the interleaving.
+        let barrier = Barrier::new(threads);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                let (record, barrier) = (&record, &barrier);
+                s.spawn(move || {
+                    for _ in 0..2 * size {
+                        record(false);
+                    }
+                    barrier.wait();
+                    for _ in 0..failures {
+                        record(true);
+                    }
+                });
+            }
+        });
+        let m = breaker.metrics();
+        prop_assert_eq!(m.calls, u64::from(size));
+        prop_assert_eq!(m.failures, u64::from(failures) * threads as u64);
+    }
+}
+
+/// A pseudo-random outcome for call `i` of thread `t`.
+fn mix(seed: u64, t: usize, i: usize) -> bool {
+    let x = seed ^ ((t as u64) << 32) ^ i as u64;
+    x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .rotate_left(17)
+        .is_multiple_of(3)
 }

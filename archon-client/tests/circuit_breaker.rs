@@ -226,6 +226,21 @@ async fn slow_calls_open_the_breaker() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn zero_slow_call_duration_turns_slow_call_detection_off() {
+    let cfg = small().slow_calls(50.0, Duration::ZERO);
+    let (mut svc, breaker) = service(cfg);
+    let slow = Script {
+        status: 200,
+        delay: Duration::from_secs(3),
+    };
+    for _ in 0..20 {
+        call(&mut svc, slow).await.unwrap();
+    }
+    assert_eq!(breaker.metrics().slow_calls, 0);
+    assert_eq!(breaker.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
 async fn time_window_forgets_seconds_that_roll_out() {
     let cfg = CircuitBreakerConfig::default()
         .time_window(10)

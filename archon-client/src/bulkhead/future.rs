@@ -8,7 +8,6 @@ use std::task::{Context, Poll, ready};
 
 use archon_core::BoxError;
 use pin_project_lite::pin_project;
-use tokio::sync::OwnedSemaphorePermit;
 use tower::ServiceExt;
 use tower_service::Service;
 
@@ -17,23 +16,19 @@ use super::error::BulkheadFull;
 
 /// A held slot; gives it back (and updates the gauge) when dropped.
 pub(crate) struct Slot {
-    permit: Option<OwnedSemaphorePermit>,
     shared: Arc<Shared>,
 }
 
 impl Slot {
-    pub(crate) fn new(permit: OwnedSemaphorePermit, shared: Arc<Shared>) -> Self {
-        Self {
-            permit: Some(permit),
-            shared,
-        }
+    /// Owns a slot already taken from `shared`.
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        drop(self.permit.take());
-        self.shared.report();
+        self.shared.release();
     }
 }
 
@@ -84,13 +79,11 @@ impl<F, T> ResponseFuture<F, T> {
         Req: Send + 'static,
     {
         let future = Box::pin(async move {
-            let acquire = shared.semaphore.clone().acquire_owned();
-            let Ok(Ok(permit)) = tokio::time::timeout(shared.max_wait, acquire).await else {
+            if !shared.acquire_within(shared.max_wait).await {
                 shared.rejected.increment(1);
                 return Err(BoxError::from(BulkheadFull::new()));
-            };
-            shared.report();
-            let _slot = Slot::new(permit, shared);
+            }
+            let _slot = Slot::new(shared);
             service.oneshot(req).await.map_err(Into::into)
         });
         Self {

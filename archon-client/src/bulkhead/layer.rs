@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
 use tower_layer::Layer;
 
 use super::{Bulkhead, BulkheadConfig, Shared};
@@ -22,15 +21,14 @@ pub struct BulkheadLayer {
 impl BulkheadLayer {
     /// A bulkhead named `name` (metrics label).
     pub fn new(name: &str, config: BulkheadConfig) -> Self {
-        let max = config.max_concurrent.clamp(1, Semaphore::MAX_PERMITS);
+        let max = config.max_concurrent.clamp(1, usize::MAX / 2);
         use crate::metric_names as n;
-        let shared = Shared {
-            semaphore: Arc::new(Semaphore::new(max)),
-            max_concurrent: max,
-            max_wait: config.max_wait,
-            in_use: metrics::gauge!(n::BULKHEAD_PERMITS_IN_USE, n::POLICY_NAME => name.to_owned()),
-            rejected: metrics::counter!(n::BULKHEAD_REJECTED_CALLS, n::POLICY_NAME => name.to_owned()),
-        };
+        let shared = Shared::new(
+            max,
+            config.max_wait,
+            metrics::gauge!(n::BULKHEAD_PERMITS_IN_USE, n::POLICY_NAME => name.to_owned()),
+            metrics::counter!(n::BULKHEAD_REJECTED_CALLS, n::POLICY_NAME => name.to_owned()),
+        );
         metrics::gauge!(n::BULKHEAD_PERMITS_LIMIT, n::POLICY_NAME => name.to_owned())
             .set(max as f64);
         shared.report();
@@ -41,7 +39,7 @@ impl BulkheadLayer {
 
     /// Slots free now.
     pub fn available_permits(&self) -> usize {
-        self.shared.semaphore.available_permits()
+        self.shared.available()
     }
 }
 

@@ -35,7 +35,9 @@ use std::time::Duration;
 
 use archon_core::BoxError;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
 use tower_service::Service;
 
 pub use self::error::BulkheadFull;
@@ -67,9 +69,14 @@ impl Default for BulkheadConfig {
     }
 }
 
+/// The slots of one bulkhead: a counter of calls in flight (one compare-and-swap to take a
+/// slot, one subtraction to give it back) and a `Notify` for callers allowed to wait.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) semaphore: Arc<Semaphore>,
+    in_flight: AtomicUsize,
+    /// Callers waiting for a slot; a release notifies only when there are some.
+    waiters: AtomicUsize,
+    notify: Notify,
     pub(crate) max_concurrent: usize,
     pub(crate) max_wait: Duration,
     pub(crate) in_use: metrics::Gauge,
@@ -77,10 +84,84 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    pub(crate) fn new(
+        max_concurrent: usize,
+        max_wait: Duration,
+        in_use: metrics::Gauge,
+        rejected: metrics::Counter,
+    ) -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            waiters: AtomicUsize::new(0),
+            notify: Notify::new(),
+            max_concurrent,
+            max_wait,
+            in_use,
+            rejected,
+        }
+    }
+
+    /// Slots free now.
+    pub(crate) fn available(&self) -> usize {
+        self.max_concurrent
+            .saturating_sub(self.in_flight.load(Ordering::SeqCst))
+    }
+
     pub(crate) fn report(&self) {
-        let free = self.semaphore.available_permits();
         self.in_use
-            .set(self.max_concurrent.saturating_sub(free) as f64);
+            .set(self.in_flight.load(Ordering::Relaxed) as f64);
+    }
+
+    /// Takes a slot if one is free.
+    pub(crate) fn try_acquire(&self) -> bool {
+        // SeqCst pairs with `release`: a waiter either sees the slot freed or is notified.
+        let mut current = self.in_flight.load(Ordering::SeqCst);
+        loop {
+            if current >= self.max_concurrent {
+                return false;
+            }
+            match self.in_flight.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => {
+                    self.in_use.set((current + 1) as f64);
+                    return true;
+                }
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Gives a slot back, waking one waiter if any.
+    pub(crate) fn release(&self) {
+        let before = self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.in_use.set(before.saturating_sub(1) as f64);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Waits up to `max_wait` for a slot.
+    pub(crate) async fn acquire_within(&self, max_wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + max_wait;
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let acquired = loop {
+            let notified = self.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before looking at the counter, so a release in between is not missed.
+            notified.as_mut().enable();
+            if self.try_acquire() {
+                break true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break self.try_acquire();
+            }
+        };
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        acquired
     }
 }
 
@@ -136,23 +217,19 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.shared.semaphore.clone().try_acquire_owned() {
-            Ok(permit) => {
-                self.shared.report();
-                future::ResponseFuture::running(
-                    self.inner.call(req),
-                    future::Slot::new(permit, self.shared.clone()),
-                )
-            }
-            Err(_) if self.shared.max_wait.is_zero() => {
-                self.shared.rejected.increment(1);
-                future::ResponseFuture::rejected()
-            }
-            Err(_) => {
-                let clone = self.inner.clone();
-                let ready = std::mem::replace(&mut self.inner, clone);
-                future::ResponseFuture::waiting(ready, req, self.shared.clone())
-            }
+        if self.shared.try_acquire() {
+            return future::ResponseFuture::running(
+                self.inner.call(req),
+                future::Slot::new(self.shared.clone()),
+            );
+        }
+        if self.shared.max_wait.is_zero() {
+            self.shared.rejected.increment(1);
+            future::ResponseFuture::rejected()
+        } else {
+            let clone = self.inner.clone();
+            let ready = std::mem::replace(&mut self.inner, clone);
+            future::ResponseFuture::waiting(ready, req, self.shared.clone())
         }
     }
 }

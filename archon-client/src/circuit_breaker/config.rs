@@ -52,7 +52,8 @@ pub struct CircuitBreakerConfig {
     pub failure_rate_threshold: f64,
     /// Slow-call rate in percent (0 < x <= 100) at or above which the breaker opens.
     pub slow_call_rate_threshold: f64,
-    /// A call taking at least this long is slow.
+    /// A call taking at least this long is slow. Zero turns slow-call detection off: calls
+    /// are then not timed at all (with a count window the breaker reads no clock per call).
     #[serde(with = "archon_core::config::duration")]
     pub slow_call_duration: Duration,
     /// Count or time window.
@@ -163,7 +164,15 @@ impl CircuitBreakerConfig {
         self
     }
 
-    /// Sets the slow-call rate threshold in percent and the duration that makes a call slow.
+    /// Sets the slow-call rate threshold in percent and the duration that makes a call slow
+    /// (zero: no call is slow, and calls are not timed).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let off = archon_client::circuit_breaker::CircuitBreakerConfig::default()
+    ///     .slow_calls(100.0, Duration::ZERO);
+    /// assert!(off.validate().is_ok());
+    /// ```
     #[must_use]
     pub fn slow_calls(mut self, percent: f64, duration: Duration) -> Self {
         self.slow_call_rate_threshold = percent;

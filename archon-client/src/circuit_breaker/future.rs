@@ -11,15 +11,22 @@ use super::state::Permit;
 use crate::classify::Classifier;
 
 pin_project! {
+    #[project = StateProj]
+    #[derive(Debug)]
+    enum State<F> {
+        Called { #[pin] inner: F, permit: Option<Permit> },
+        Rejected { open: Option<CircuitOpen> },
+    }
+}
+
+pin_project! {
     /// Waits for the inner call and records its outcome; resolves at once when the breaker
     /// rejected the call. Dropping it before completion counts as a cancelled call (neither
     /// success nor failure).
     #[derive(Debug)]
     pub struct ResponseFuture<F, C> {
         #[pin]
-        inner: Option<F>,
-        permit: Option<Permit>,
-        rejected: Option<CircuitOpen>,
+        state: State<F>,
         classifier: C,
     }
 }
@@ -27,18 +34,17 @@ pin_project! {
 impl<F, C> ResponseFuture<F, C> {
     pub(crate) fn called(inner: F, permit: Permit, classifier: C) -> Self {
         Self {
-            inner: Some(inner),
-            permit: Some(permit),
-            rejected: None,
+            state: State::Called {
+                inner,
+                permit: Some(permit),
+            },
             classifier,
         }
     }
 
     pub(crate) fn rejected(open: CircuitOpen, classifier: C) -> Self {
         Self {
-            inner: None,
-            permit: None,
-            rejected: Some(open),
+            state: State::Rejected { open: Some(open) },
             classifier,
         }
     }
@@ -53,17 +59,18 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Some(inner) = this.inner.as_pin_mut() else {
-            return Poll::Ready(Err(CircuitBreakerError::Open(
-                this.rejected
-                    .take()
+        match this.state.project() {
+            StateProj::Called { inner, permit } => {
+                let result = ready!(inner.poll(cx));
+                if let Some(permit) = permit.take() {
+                    permit.record(this.classifier.classify(&result));
+                }
+                Poll::Ready(result.map_err(CircuitBreakerError::Inner))
+            }
+            StateProj::Rejected { open } => Poll::Ready(Err(CircuitBreakerError::Open(
+                open.take()
                     .unwrap_or_else(|| CircuitOpen::new(super::CircuitState::Open, None)),
-            )));
-        };
-        let result = ready!(inner.poll(cx));
-        if let Some(permit) = this.permit.take() {
-            permit.record(this.classifier.classify(&result));
+            ))),
         }
-        Poll::Ready(result.map_err(CircuitBreakerError::Inner))
     }
 }

@@ -3,6 +3,15 @@
 //! - **Windows**: a true ring of the last N calls ([`WindowType::Count`]) or per-second buckets
 //!   over the last N seconds ([`WindowType::Time`]). Both cost O(1) per call, allocate nothing
 //!   per call and use atomics only: the closed path takes no lock.
+//! - **Threads**: each thread gathers its successes in its own cache line (a stripe) and
+//!   moves them into the shared window 64 at a time; failures and slow calls move at once.
+//!   With one thread recording the window is exactly the last N calls; with several at once
+//!   every failure counts immediately, and a thread's batch of successes may land in the ring
+//!   after newer calls of other threads (at most 63 places per other thread).
+//!   [`CircuitBreakerHandle::metrics`] counts every batch.
+//! - **Slow calls**: a call taking at least `slow_call_duration` is slow; a zero duration
+//!   turns slow-call detection off, and then calls are not timed (a count window reads no
+//!   clock on the closed path).
 //! - **Opening**: when the failure rate or the slow-call rate reaches its threshold, once at
 //!   least `minimum_calls` calls are in the window.
 //! - **Open**: rejects with [`CircuitOpen`] (no allocation, with the remaining wait) for

@@ -9,7 +9,9 @@ use tokio::time::Instant;
 
 use super::config::{CircuitBreakerConfig, InvalidConfig, WindowType};
 use super::error::CircuitOpen;
-use super::window::{Code, CountWindow, Padded, Snapshot, TimeWindow, Window};
+use super::window::{
+    Code, CountWindow, MAX_STRIPES, Padded, Snapshot, Stripe, TimeWindow, Window, thread_index,
+};
 use crate::classify::Outcome;
 
 /// The state of a circuit breaker.
@@ -142,12 +144,15 @@ struct Shared {
     config: CircuitBreakerConfig,
     failure_ppm: u64,
     slow_ppm: u64,
-    slow_nanos: u64,
+    /// A call is slow when it takes at least this long; zero: slow-call detection off.
+    slow_duration: Duration,
     minimum_calls: u64,
     /// State in the low 3 bits, generation above. Read on every call, written on transitions
     /// only: kept away from the window's counters.
     word: Padded<AtomicU64>,
     window: Window,
+    /// Per-thread-group batches of outcomes (see the window module).
+    stripes: Box<[Padded<Stripe>]>,
     probes: AtomicU64,
     /// Nanoseconds since `epoch` when the current state was entered.
     since: AtomicU64,
@@ -225,13 +230,39 @@ impl Metrics {
 /// ```
 #[derive(Clone)]
 pub struct CircuitBreakerHandle {
+    outer: Arc<Outer>,
+}
+
+/// What a handle points to: the breaker and one token per stripe.
+struct Outer {
     shared: Arc<Shared>,
+    tokens: Box<[Arc<Token>]>,
+}
+
+/// A permit's way back to its breaker. Each token is its own allocation on its own cache
+/// lines and a thread takes the token of its own index, so permits taken on different threads
+/// touch no common reference count.
+#[repr(align(128))]
+struct Token {
+    shared: Arc<Shared>,
+}
+
+/// Stripes per breaker: twice the cores, a power of two, between 4 and `MAX_STRIPES` (64)
+/// (computed once). Threads beyond that many record straight into the shared window.
+fn stripe_count() -> usize {
+    static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *COUNT.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(2, |n| n.get() * 2)
+            .clamp(4, MAX_STRIPES)
+            .next_power_of_two()
+    })
 }
 
 impl fmt::Debug for CircuitBreakerHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerHandle")
-            .field("name", &self.shared.name)
+            .field("name", &self.outer.shared.name)
             .field("state", &self.state())
             .field("generation", &self.generation())
             .finish_non_exhaustive()
@@ -272,9 +303,12 @@ pub struct WindowMetrics {
 /// ```
 #[must_use = "record the outcome, or drop the permit if the call was cancelled"]
 pub struct Permit {
-    shared: Arc<Shared>,
+    token: Arc<Token>,
     word: u64,
-    started: Instant,
+    /// When the call becomes slow (its start plus `slow_call_duration`); `None` when the
+    /// breaker does not time calls (slow-call detection off) or never (overflow).
+    /// off).
+    slow_at: Option<Instant>,
     done: bool,
 }
 
@@ -288,26 +322,34 @@ impl fmt::Debug for Permit {
 }
 
 impl Permit {
-    /// Records the call's outcome, timed from when the permit was taken.
+    /// Records the call's outcome, timed from when the permit was taken (not timed when
+    /// slow-call detection is off).
     pub fn record(mut self, outcome: Outcome) {
         self.done = true;
-        // One clock reading gives both the duration and the time-window second.
-        let now = Instant::now();
-        let elapsed = now.saturating_duration_since(self.started);
-        self.shared.record(self.word, outcome, elapsed, Some(now));
+        let (slow, now) = match self.slow_at {
+            Some(slow_at) => {
+                // One clock reading gives both the slowness and the time-window second.
+                let now = Instant::now();
+                (now >= slow_at, Some(now))
+            }
+            None => (false, None),
+        };
+        self.token.shared.record(self.word, outcome, slow, now);
     }
 
     /// Records the outcome with an explicit duration (for callers timing calls themselves).
     pub fn record_with_duration(mut self, outcome: Outcome, elapsed: Duration) {
         self.done = true;
-        self.shared.record(self.word, outcome, elapsed, None);
+        let shared = &self.token.shared;
+        let slow = !shared.slow_duration.is_zero() && elapsed >= shared.slow_duration;
+        shared.record(self.word, outcome, slow, None);
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.done {
-            self.shared.cancelled(self.word);
+            self.token.shared.cancelled(self.word);
         }
     }
 }
@@ -333,26 +375,40 @@ impl CircuitBreakerHandle {
         };
         let metrics = Metrics::new(&name);
         metrics.set_state(CircuitState::Closed);
+        let stripes = stripe_count();
+        let shared = Arc::new(Shared {
+            failure_ppm: percent_to_ppm(config.failure_rate_threshold),
+            slow_ppm: percent_to_ppm(config.slow_call_rate_threshold),
+            slow_duration: config.slow_call_duration,
+            minimum_calls: config.effective_minimum_calls(),
+            name,
+            config,
+            word: Padded(AtomicU64::new(CircuitState::Closed.code())),
+            window,
+            stripes: (0..stripes).map(|_| Padded(Stripe::new())).collect(),
+            probes: AtomicU64::new(0),
+            since: AtomicU64::new(0),
+            open_for: AtomicU64::new(0),
+            openings: AtomicU32::new(0),
+            epoch: Instant::now(),
+            transition_lock: Mutex::new(()),
+            callback: OnceLock::new(),
+            metrics,
+        });
+        let tokens = (0..stripes)
+            .map(|_| {
+                Arc::new(Token {
+                    shared: shared.clone(),
+                })
+            })
+            .collect();
         Self {
-            shared: Arc::new(Shared {
-                failure_ppm: percent_to_ppm(config.failure_rate_threshold),
-                slow_ppm: percent_to_ppm(config.slow_call_rate_threshold),
-                slow_nanos: nanos(config.slow_call_duration),
-                minimum_calls: config.effective_minimum_calls(),
-                name,
-                config,
-                word: Padded(AtomicU64::new(CircuitState::Closed.code())),
-                window,
-                probes: AtomicU64::new(0),
-                since: AtomicU64::new(0),
-                open_for: AtomicU64::new(0),
-                openings: AtomicU32::new(0),
-                epoch: Instant::now(),
-                transition_lock: Mutex::new(()),
-                callback: OnceLock::new(),
-                metrics,
-            }),
+            outer: Arc::new(Outer { shared, tokens }),
         }
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.outer.shared
     }
 
     /// Calls `callback` on every state transition (after the new state is in force). A breaker
@@ -362,29 +418,29 @@ impl CircuitBreakerHandle {
         self,
         callback: impl Fn(&StateTransition) + Send + Sync + 'static,
     ) -> Self {
-        let _ = self.shared.callback.set(Arc::new(callback));
+        let _ = self.shared().callback.set(Arc::new(callback));
         self
     }
 
     /// The breaker's name.
     pub fn name(&self) -> &str {
-        &self.shared.name
+        &self.shared().name
     }
 
     /// The settings in force.
     pub fn config(&self) -> &CircuitBreakerConfig {
-        &self.shared.config
+        &self.shared().config
     }
 
     /// The current state. An open breaker whose wait is over still reports `Open` until the
     /// next call moves it to half-open.
     pub fn state(&self) -> CircuitState {
-        CircuitState::from_code(self.shared.word.load(Ordering::Acquire))
+        CircuitState::from_code(self.shared().word.load(Ordering::Acquire))
     }
 
     /// The generation: grows by one on every transition.
     pub fn generation(&self) -> u64 {
-        self.shared.word.load(Ordering::Acquire) >> STATE_BITS
+        self.shared().word.load(Ordering::Acquire) >> STATE_BITS
     }
 
     /// How long the breaker still rejects every call: the remaining wait when open,
@@ -398,7 +454,7 @@ impl CircuitBreakerHandle {
     /// assert_eq!(breaker.open_remaining(), Some(std::time::Duration::MAX));
     /// ```
     pub fn open_remaining(&self) -> Option<Duration> {
-        let shared = &self.shared;
+        let shared = self.shared();
         match CircuitState::from_code(shared.word.load(Ordering::Acquire)) {
             CircuitState::ForcedOpen => Some(Duration::MAX),
             CircuitState::Open => {
@@ -415,7 +471,11 @@ impl CircuitBreakerHandle {
 
     /// Rates over the current window.
     pub fn metrics(&self) -> WindowMetrics {
-        let s = self.shared.window.snapshot(self.shared.now_sec());
+        let shared = self.shared();
+        let word = shared.word.load(Ordering::Acquire);
+        let s = shared
+            .window
+            .snapshot(&shared.stripes, word, shared.now_sec());
         let rate = |n: u64| {
             if s.calls == 0 {
                 0.0
@@ -438,38 +498,40 @@ impl CircuitBreakerHandle {
     /// # Errors
     /// [`CircuitOpen`] while open, forced open, or half-open with every probe slot taken.
     pub fn try_acquire(&self) -> Result<Permit, CircuitOpen> {
-        let word = self.shared.admit()?;
+        let word = self.shared().admit()?;
+        let tokens = &self.outer.tokens;
         Ok(Permit {
-            shared: self.shared.clone(),
+            // `tokens.len()` is a power of two.
+            token: tokens[thread_index() & (tokens.len() - 1)].clone(),
             word,
-            started: Instant::now(),
+            slow_at: self.shared().slow_at(),
             done: false,
         })
     }
 
     /// Rejects every call until [`reset`](Self::reset).
     pub fn force_open(&self) {
-        self.shared.force(CircuitState::ForcedOpen);
+        self.shared().force(CircuitState::ForcedOpen);
     }
 
     /// Admits every call and records nothing until [`reset`](Self::reset).
     pub fn disable(&self) {
-        self.shared.force(CircuitState::Disabled);
+        self.shared().force(CircuitState::Disabled);
     }
 
     /// Admits every call and records outcomes, but never opens, until [`reset`](Self::reset).
     pub fn metrics_only(&self) {
-        self.shared.force(CircuitState::MetricsOnly);
+        self.shared().force(CircuitState::MetricsOnly);
     }
 
     /// Back to closed with an empty window.
     pub fn reset(&self) {
-        self.shared.force(CircuitState::Closed);
+        self.shared().force(CircuitState::Closed);
     }
 
     /// Whether `other` is the same breaker (shared state).
     pub fn same_as(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
+        Arc::ptr_eq(&self.outer.shared, &other.outer.shared)
     }
 }
 
@@ -554,12 +616,19 @@ impl Shared {
             .as_secs()
     }
 
-    fn record(&self, word: u64, outcome: Outcome, elapsed: Duration, now: Option<Instant>) {
+    /// When a call starting now becomes slow (`None`: slow-call detection off).
+    fn slow_at(&self) -> Option<Instant> {
+        if self.slow_duration.is_zero() {
+            return None;
+        }
+        Instant::now().checked_add(self.slow_duration)
+    }
+
+    fn record(&self, word: u64, outcome: Outcome, slow: bool, now: Option<Instant>) {
         let state = CircuitState::from_code(word);
         if state == CircuitState::Disabled {
             return;
         }
-        let slow = nanos(elapsed) >= self.slow_nanos;
         match outcome {
             Outcome::Success if slow => self.metrics.slow.increment(1),
             Outcome::Success => self.metrics.success.increment(1),
@@ -583,11 +652,15 @@ impl Shared {
         match state {
             CircuitState::Closed | CircuitState::MetricsOnly => {
                 let code = Code::new(failure, slow);
+                let stripe = self.stripes.get(thread_index()).map(|s| &s.0);
                 let snap = match &self.window {
-                    Window::Count(w) => w.record(code),
-                    Window::Time(w) => w.record(code, self.second(now)),
+                    Window::Count(w) => w.record(stripe, word, code),
+                    Window::Time(w) => Some(w.record(stripe, word, code, self.second(now))),
                 };
-                if state == CircuitState::Closed && self.should_open(snap) {
+                if state == CircuitState::Closed
+                    && let Some(snap) = snap
+                    && self.should_open(snap)
+                {
                     self.transition(word, CircuitState::Open);
                 }
             }
@@ -633,9 +706,11 @@ impl Shared {
     }
 
     fn rates_exceeded(&self, s: Snapshot) -> bool {
-        let calls = u128::from(s.calls);
-        u128::from(s.failures) * 1_000_000 >= u128::from(self.failure_ppm) * calls
-            || u128::from(s.slow) * 1_000_000 >= u128::from(self.slow_ppm) * calls
+        // Counts are below 2^42 (a second holds at most 2^21 calls, a window at most 3,600
+        // seconds) and ppm at most 10^6, so the products fit in a u64.
+        let calls = s.calls;
+        s.failures.saturating_mul(1_000_000) >= self.failure_ppm.saturating_mul(calls)
+            || s.slow.saturating_mul(1_000_000) >= self.slow_ppm.saturating_mul(calls)
     }
 
     fn should_open(&self, s: Snapshot) -> bool {

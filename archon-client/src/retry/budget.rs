@@ -1,5 +1,6 @@
 //! A retry budget: retries may add at most a fixed fraction of extra load.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -11,6 +12,36 @@ use tokio::time::Instant;
 /// One retry costs this many micro-tokens. Deposits are `ratio * SCALE`, so ratios down to
 /// one in a million are exact and nothing is lost to integer division.
 const SCALE: i64 = 1_000_000;
+
+/// A policy's deposits are moved into the budget this many at a time (per thread).
+const FLUSH_EVERY: u32 = 16;
+
+/// Deposits of this thread not yet in their budget.
+struct Pending {
+    budget: RetryBudget,
+    count: u32,
+    /// The budget's newest second when the first of them was made.
+    second: u64,
+}
+
+impl Pending {
+    fn flush(self) {
+        let inner = &self.budget.inner;
+        let now = self.budget.now_sec();
+        // Still in the window: counted in the second of the first deposit.
+        if self.second + inner.buckets.len() as u64 > now {
+            let amount = inner.deposit.saturating_mul(i64::from(self.count));
+            self.budget
+                .bucket(self.second)
+                .fetch_add(amount, Ordering::AcqRel);
+            inner.balance.fetch_add(amount, Ordering::AcqRel);
+        }
+    }
+}
+
+thread_local! {
+    static PENDING: RefCell<Option<Pending>> = const { RefCell::new(None) };
+}
 
 /// Settings of a [`RetryBudget`] (Finagle's and Envoy's defaults: 20 % extra load, 10 retries
 /// per second always allowed, deposits kept 10 s).
@@ -156,8 +187,52 @@ impl RetryBudget {
         self.inner.balance.fetch_add(amount, Ordering::AcqRel);
     }
 
+    /// Deposits for one successful first attempt, as a policy does on every call that needed
+    /// no retry. Deposits are gathered per thread and moved into the budget `FLUSH_EVERY` at a
+    /// time (one clock reading, two shared additions), or before this thread withdraws from
+    /// or reads the budget. They are counted in the second of the first deposit of the group,
+    /// so they may expire early, never late: the budget other threads see can only be smaller
+    /// than the exact one, by at most `FLUSH_EVERY - 1` deposits per thread.
+    pub(crate) fn deposit_cheap(&self) {
+        if self.inner.deposit == 0 {
+            return;
+        }
+        let full = PENDING.with(|p| {
+            let mut p = p.borrow_mut();
+            match &mut *p {
+                Some(pending) if Arc::ptr_eq(&pending.budget.inner, &self.inner) => {
+                    pending.count += 1;
+                    (pending.count >= FLUSH_EVERY).then(|| p.take()).flatten()
+                }
+                other => other.replace(Pending {
+                    budget: self.clone(),
+                    count: 1,
+                    second: self.inner.head.load(Ordering::Acquire),
+                }),
+            }
+        });
+        if let Some(pending) = full {
+            pending.flush();
+        }
+    }
+
+    /// Moves this thread's gathered deposits for this budget into it.
+    fn flush_own(&self) {
+        let own = PENDING.with(|p| {
+            let mut p = p.borrow_mut();
+            match &*p {
+                Some(pending) if Arc::ptr_eq(&pending.budget.inner, &self.inner) => p.take(),
+                _ => None,
+            }
+        });
+        if let Some(pending) = own {
+            pending.flush();
+        }
+    }
+
     /// Spends one retry; `false` (and nothing spent) when the budget is exhausted.
     pub fn withdraw(&self) -> bool {
+        self.flush_own();
         let now = self.now_sec();
         let inner = &self.inner;
         let before = inner.balance.fetch_sub(SCALE, Ordering::AcqRel);
@@ -171,6 +246,7 @@ impl RetryBudget {
 
     /// Retries that could be made now (rounded down).
     pub fn available(&self) -> u64 {
+        self.flush_own();
         self.now_sec();
         let total = self.inner.balance.load(Ordering::Acquire) + self.inner.reserve;
         u64::try_from(total / SCALE).unwrap_or(0)

@@ -35,7 +35,8 @@ pub struct RetryConfig {
     pub max_attempts: u32,
     /// Delay between attempts.
     pub backoff: ExponentialBackoff,
-    /// No retry starts later than this after the first attempt started.
+    /// No retry starts later than this after the first attempt ended (the clock starts when
+    /// the first retry is considered, so a call that needs no retry reads no clock).
     #[serde(with = "archon_core::config::duration")]
     pub max_elapsed: Duration,
     /// A server asking to wait longer than this (`Retry-After`, `grpc-retry-pushback-ms`) is
@@ -145,7 +146,8 @@ struct Settings {
 /// idempotent, replayable requests retried.
 ///
 /// tower's `Retry` clones the policy for every call, so each clone starts a fresh count of
-/// attempts and a fresh clock; the budget is shared by all clones. A request that is not
+/// attempts and a fresh clock; the budget is shared by all clones. The clock is read only once
+/// a retry is considered: `max_elapsed` counts from the end of the first attempt. A request that is not
 /// idempotent or cannot be cloned is sent once (and earns no budget).
 ///
 /// ```
@@ -166,7 +168,9 @@ pub struct RetryPolicy<C = DefaultRetryClassifier> {
     settings: Arc<Settings>,
     classifier: C,
     attempts: u32,
-    started: Instant,
+    /// When the first retry was considered (read lazily: a call that needs no retry reads no
+    /// clock).
+    started: Option<Instant>,
 }
 
 impl<C: Clone> Clone for RetryPolicy<C> {
@@ -176,7 +180,7 @@ impl<C: Clone> Clone for RetryPolicy<C> {
             settings: self.settings.clone(),
             classifier: self.classifier.clone(),
             attempts: 0,
-            started: Instant::now(),
+            started: None,
         }
     }
 }
@@ -206,7 +210,7 @@ impl RetryPolicy {
             }),
             classifier: DefaultRetryClassifier::with_grpc_codes(codes),
             attempts: 0,
-            started: Instant::now(),
+            started: None,
         }
     }
 }
@@ -252,8 +256,7 @@ where
                 if self.attempts == 1
                     && let Some(budget) = &self.settings.budget
                 {
-                    // Seconds granularity: the call's start time is close enough.
-                    budget.deposit_at(self.started);
+                    budget.deposit_cheap();
                 }
                 return None;
             }
@@ -270,7 +273,9 @@ where
         if self.attempts >= settings.max_attempts {
             return None;
         }
-        if self.started.elapsed() + delay > settings.max_elapsed {
+        let now = Instant::now();
+        let started = *self.started.get_or_insert(now);
+        if now.saturating_duration_since(started) + delay > settings.max_elapsed {
             return None;
         }
         if let Some(budget) = &self.settings.budget
