@@ -80,6 +80,28 @@ async fn business_failure_compensates_in_reverse_order() {
     e.shutdown().await;
 }
 
+/// Compensatable step "b" that always fails transiently (counting its attempts), retried
+/// `retry`; its compensation is recorded in `ledger`.
+fn always_busy(
+    ledger: &Ledger,
+    calls: &Arc<AtomicU32>,
+    retry: RetryPolicy,
+) -> Step<u32, archon_saga::Compensatable> {
+    let c = calls.clone();
+    Step::compensatable(
+        "b",
+        move |_ctx: StepContext, _n: u32| {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                Err::<u32, _>(StepError::transient("busy"))
+            }
+        },
+        effect(ledger),
+    )
+    .retry(retry)
+}
+
 fn flaky(fails: u32, counter: Arc<AtomicU32>) -> Step<u32, archon_saga::Retriable> {
     Step::retriable("flaky", move |_ctx: StepContext, n: u32| {
         let counter = counter.clone();
@@ -277,24 +299,14 @@ async fn store_load(store: &Arc<MemoryStore>, id: archon_saga::SagaId) -> archon
 async fn saga_deadline_compensates_instead_of_starting_late_steps() {
     let ledger = Ledger::default();
     let calls = Arc::new(AtomicU32::new(0));
-    let c = calls.clone();
     let saga = Saga::<u32>::builder("deadline")
         .deadline(Duration::from_secs(30))
         .step(Step::compensatable("a", effect(&ledger), effect(&ledger)))
-        .step(
-            Step::compensatable(
-                "b",
-                move |_ctx: StepContext, _n: u32| {
-                    let c = c.clone();
-                    async move {
-                        c.fetch_add(1, Ordering::SeqCst);
-                        Err::<u32, _>(StepError::transient("busy"))
-                    }
-                },
-                effect(&ledger),
-            )
-            .retry(RetryPolicy::fixed(100, Duration::from_secs(10))),
-        )
+        .step(always_busy(
+            &ledger,
+            &calls,
+            RetryPolicy::fixed(100, Duration::from_secs(10)),
+        ))
         .build()
         .unwrap();
     let store = Arc::new(MemoryStore::new());
@@ -312,22 +324,17 @@ async fn saga_deadline_compensates_instead_of_starting_late_steps() {
 #[tokio::test(start_paused = true)]
 async fn cancellation_still_runs_the_compensations() {
     let ledger = Ledger::default();
-    let saga =
-        Saga::<u32>::builder("cancel")
-            .step(Step::compensatable("a", effect(&ledger), effect(&ledger)))
-            .step(
-                Step::compensatable(
-                    "b",
-                    |_ctx: StepContext, _n: u32| async move {
-                        Err::<u32, _>(StepError::transient("busy"))
-                    },
-                    effect(&ledger),
-                )
-                .retry(RetryPolicy::fixed(100, Duration::from_secs(5))),
-            )
-            .pivot(Step::pivot("p", effect(&ledger)))
-            .build()
-            .unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let saga = Saga::<u32>::builder("cancel")
+        .step(Step::compensatable("a", effect(&ledger), effect(&ledger)))
+        .step(always_busy(
+            &ledger,
+            &calls,
+            RetryPolicy::fixed(100, Duration::from_secs(5)),
+        ))
+        .pivot(Step::pivot("p", effect(&ledger)))
+        .build()
+        .unwrap();
     let store = Arc::new(MemoryStore::new());
     let e = engine(&store, &[&saga]);
     e.start().await.unwrap();
@@ -827,24 +834,14 @@ async fn a_running_pivot_is_not_interrupted_by_the_deadline() {
 async fn a_long_retry_wait_ends_at_the_deadline() {
     let ledger = Ledger::default();
     let calls = Arc::new(AtomicU32::new(0));
-    let c = calls.clone();
     let saga = Saga::<u32>::builder("wait-past-deadline")
         .deadline(Duration::from_secs(60))
         .step(Step::compensatable("a", effect(&ledger), effect(&ledger)))
-        .step(
-            Step::compensatable(
-                "b",
-                move |_ctx: StepContext, _n: u32| {
-                    let c = c.clone();
-                    async move {
-                        c.fetch_add(1, Ordering::SeqCst);
-                        Err::<u32, _>(StepError::transient("busy"))
-                    }
-                },
-                effect(&ledger),
-            )
-            .retry(RetryPolicy::fixed(5, Duration::from_secs(3600))),
-        )
+        .step(always_busy(
+            &ledger,
+            &calls,
+            RetryPolicy::fixed(5, Duration::from_secs(3600)),
+        ))
         .build()
         .unwrap();
     let store = Arc::new(MemoryStore::new());
