@@ -12,7 +12,10 @@ use futures::future::join_all;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, NoTls, Row};
 
-use super::{HistoryEvent, ListQuery, SagaRecord, SagaStatus, SagaStore, Transition};
+use super::{
+    HistoryEvent, ListQuery, SagaRecord, SagaStatus, SagaStore, Transition,
+    record::{HISTORY_SPILL_BYTES, history_line, parse_history},
+};
 use crate::{Error, Result, SagaId};
 
 const BACKEND: &str = "postgres";
@@ -41,6 +44,7 @@ enum Cmd {
 struct Sql {
     create: String,
     write: String,
+    spill: String,
     claim: String,
     select: String,
 }
@@ -74,8 +78,7 @@ pub struct PostgresStore {
     sql: Arc<Sql>,
     load_stmt: tokio_postgres::Statement,
     renew_stmt: tokio_postgres::Statement,
-    create_stmt: tokio_postgres::Statement,
-    write_stmt: tokio_postgres::Statement,
+    stmts: Arc<Stmts>,
     /// Writes in flight: when none are, a write goes straight to the server (one round trip,
     /// no hand-off); when some are, it joins the writer task's next batch.
     in_flight: Arc<AtomicUsize>,
@@ -141,9 +144,12 @@ impl PostgresStore {
     pub async fn connect(config: &str, schema: &str) -> Result<Self> {
         let client = connect_client(config).await?;
         let s = quote_ident(schema);
-        // No index covers the columns every transition changes (step, data, updated_at,
-        // fence, lease), and pages keep free space: most transitions are HOT updates with no
-        // index maintenance. Listing by age sorts the rows of one status instead.
+        // One row per saga, its recent history included (`history`, JSON lines): a transition
+        // is one UPDATE of one row. No index covers the columns every transition changes
+        // (step, data, history, updated_at, fence, lease), and pages keep free space: most
+        // transitions are HOT updates with no index maintenance. Listing by age sorts the rows
+        // of one status instead. History longer than `HISTORY_SPILL_BYTES` moves to
+        // `saga_history` in chunks (see `spill`).
         client
             .batch_execute(&format!(
                 "CREATE SCHEMA IF NOT EXISTS {s};
@@ -165,7 +171,9 @@ impl PostgresStore {
                     fence BIGINT NOT NULL,
                     lease_until BIGINT NOT NULL,
                     created_at BIGINT NOT NULL,
-                    updated_at BIGINT NOT NULL) WITH (fillfactor = 70);
+                    updated_at BIGINT NOT NULL,
+                    history TEXT NOT NULL DEFAULT '') WITH (fillfactor = 70);
+                 ALTER TABLE {s}.sagas ADD COLUMN IF NOT EXISTS history TEXT NOT NULL DEFAULT '';
                  CREATE INDEX IF NOT EXISTS sagas_status_wake ON {s}.sagas(status, wake_at);
                  CREATE TABLE IF NOT EXISTS {s}.saga_history (
                     saga_id UUID NOT NULL,
@@ -177,19 +185,26 @@ impl PostgresStore {
             .map_err(db)?;
         let sql = Arc::new(Sql {
             create: format!(
-                "WITH ins AS (INSERT INTO {s}.sagas ({COLUMNS}, def_key) VALUES \
-                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
-                 ON CONFLICT (id) DO NOTHING RETURNING id) \
-                 INSERT INTO {s}.saga_history (saga_id, body) SELECT id, $19 FROM ins"
+                "INSERT INTO {s}.sagas ({COLUMNS}, def_key, history) VALUES \
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+                 $19) ON CONFLICT (id) DO NOTHING"
             ),
+            // The history tail comes back only once it is long enough to spill.
             write: format!(
-                "WITH upd AS (UPDATE {s}.sagas SET status = $3, compensating = $4, step = $5, \
+                "UPDATE {s}.sagas SET status = $3, compensating = $4, step = $5, \
                  attempt = $6, data = $7, wake_at = $8, deadline = $9, \
                  cancel_requested = (cancel_requested OR $10), error = $11, owner = $12, \
-                 fence = $13, lease_until = $14, updated_at = $15 \
-                 WHERE id = $1 AND fence = $2 RETURNING id, cancel_requested), \
-                 h AS (INSERT INTO {s}.saga_history (saga_id, body) SELECT id, $16 FROM upd) \
-                 SELECT cancel_requested FROM upd"
+                 fence = $13, lease_until = $14, updated_at = $15, history = history || $16 \
+                 WHERE id = $1 AND fence = $2 \
+                 RETURNING cancel_requested, \
+                 CASE WHEN octet_length(history) > {HISTORY_SPILL_BYTES} THEN history END"
+            ),
+            // Moves exactly the tail the writer saw (if it is still the row's prefix) to the
+            // history table, atomically: history content never changes, only where it lives.
+            spill: format!(
+                "WITH moved AS (UPDATE {s}.sagas SET history = substr(history, length($2) + 1) \
+                 WHERE id = $1 AND starts_with(history, $2) RETURNING id) \
+                 INSERT INTO {s}.saga_history (saga_id, body) SELECT id, $2 FROM moved"
             ),
             claim: format!(
                 "UPDATE {s}.sagas SET owner = $1, fence = fence + 1, lease_until = $3 \
@@ -214,8 +229,7 @@ impl PostgresStore {
             ))
             .await
             .map_err(db)?;
-        let create_stmt = client.prepare(&sql.create).await.map_err(db)?;
-        let write_stmt = client.prepare(&sql.write).await.map_err(db)?;
+        let stmts = Arc::new(Stmts::prepare(&client, &sql).await.map_err(db)?);
         let (tx, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..WRITERS {
@@ -223,8 +237,7 @@ impl PostgresStore {
             tokio::spawn(writer_loop(writer, Arc::clone(&rx), Arc::clone(&sql)));
         }
         Ok(Self {
-            create_stmt,
-            write_stmt,
+            stmts,
             in_flight: Arc::new(AtomicUsize::new(0)),
             load_stmt,
             renew_stmt,
@@ -277,9 +290,9 @@ impl PostgresStore {
         }
         let _in_flight = InFlight(&self.in_flight);
         if self.in_flight.fetch_add(1, Ordering::SeqCst) == 0 {
-            return run_one(&self.client, &self.create_stmt, &self.write_stmt, &cmd)
-                .await
-                .map_err(db);
+            let applied = run_one(&self.client, &self.stmts, &cmd).await.map_err(db)?;
+            spill(&self.client, &self.stmts, &cmd, applied.spill).await;
+            return Ok(applied.outcome);
         }
         self.writes.send(cmd).map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
@@ -294,15 +307,37 @@ fn closed() -> Error {
     Error::backend(BACKEND, "writer task stopped")
 }
 
+/// The write statements, prepared once per connection.
+struct Stmts {
+    create: tokio_postgres::Statement,
+    write: tokio_postgres::Statement,
+    spill: tokio_postgres::Statement,
+}
+
+impl Stmts {
+    async fn prepare(client: &Client, sql: &Sql) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            create: client.prepare(&sql.create).await?,
+            write: client.prepare(&sql.write).await?,
+            spill: client.prepare(&sql.spill).await?,
+        })
+    }
+}
+
+/// What one create or write did: `outcome` is `Some(cancel flag)` if it applied, `None` if it
+/// did not (create: id taken; write: fence moved on); `spill` is the saga's in-row history
+/// when it has grown long enough to move to the history table.
+struct Applied {
+    outcome: Option<bool>,
+    spill: Option<String>,
+}
+
 async fn writer_loop(
     client: Client,
     rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Cmd>>>,
     sql: Arc<Sql>,
 ) {
-    let Ok(create) = client.prepare(&sql.create).await else {
-        return;
-    };
-    let Ok(write) = client.prepare(&sql.write).await else {
+    let Ok(stmts) = Stmts::prepare(&client, &sql).await else {
         return;
     };
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -312,24 +347,42 @@ async fn writer_loop(
         if rx.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return;
         }
-        let outcome = commit_batch(&client, &create, &write, &batch).await;
+        let outcome = commit_batch(&client, &stmts, &batch).await;
         for (cmd, res) in batch.drain(..).zip(outcome) {
+            let res = match res {
+                Ok(applied) => {
+                    spill(&client, &stmts, &cmd, applied.spill).await;
+                    Ok(applied.outcome)
+                }
+                Err(e) => Err(Error::backend(BACKEND, e)),
+            };
             let reply = match cmd {
                 Cmd::Create(_, _, reply) | Cmd::Write(_, _, reply) => reply,
             };
-            let _ = reply.send(res.map_err(|e| Error::backend(BACKEND, e)));
+            let _ = reply.send(res);
         }
+    }
+}
+
+/// Move a committed history tail to the history table (rare: once per
+/// `HISTORY_SPILL_BYTES` of history). Content-preserving, so it needs no fence and may fail:
+/// the tail then stays in the row and the next write offers it again.
+async fn spill(client: &Client, stmts: &Stmts, cmd: &Cmd, tail: Option<String>) {
+    let (Some(tail), Cmd::Write(t, _, _)) = (tail, cmd) else {
+        return;
+    };
+    if let Err(e) = client.execute(&stmts.spill, &[&t.record.id, &tail]).await {
+        tracing::warn!(error = %e, saga.id = %t.record.id, "moving saga history failed");
     }
 }
 
 async fn run_one(
     client: &Client,
-    create: &tokio_postgres::Statement,
-    write: &tokio_postgres::Statement,
+    stmts: &Stmts,
     cmd: &Cmd,
-) -> Result<Option<bool>, tokio_postgres::Error> {
+) -> Result<Applied, tokio_postgres::Error> {
     match cmd {
-        Cmd::Create(r, body, _) => {
+        Cmd::Create(r, line, _) => {
             let version = i64::from(r.version);
             let step = i64::from(r.step);
             let attempt = i64::from(r.attempt);
@@ -337,7 +390,7 @@ async fn run_one(
             let key = r.definition_key();
             let n = client
                 .execute(
-                    create,
+                    &stmts.create,
                     &[
                         &r.id,
                         &r.name,
@@ -357,20 +410,23 @@ async fn run_one(
                         &r.created_at,
                         &r.updated_at,
                         &key,
-                        body,
+                        line,
                     ],
                 )
                 .await?;
-            Ok::<_, tokio_postgres::Error>((n > 0).then_some(false))
+            Ok(Applied {
+                outcome: (n > 0).then_some(false),
+                spill: None,
+            })
         }
-        Cmd::Write(t, body, _) => {
+        Cmd::Write(t, line, _) => {
             let r = &t.record;
             let step = i64::from(r.step);
             let attempt = i64::from(r.attempt);
             let status = r.status.as_str();
             let row = client
                 .query_opt(
-                    write,
+                    &stmts.write,
                     &[
                         &r.id,
                         &t.expected_fence,
@@ -387,26 +443,33 @@ async fn run_one(
                         &r.fence,
                         &r.lease_until,
                         &r.updated_at,
-                        body,
+                        line,
                     ],
                 )
                 .await?;
-            row.map(|row| row.try_get::<_, bool>(0)).transpose()
+            let Some(row) = row else {
+                return Ok(Applied {
+                    outcome: None,
+                    spill: None,
+                });
+            };
+            Ok(Applied {
+                outcome: Some(row.try_get(0)?),
+                spill: row.try_get(1)?,
+            })
         }
     }
 }
 
-/// One transaction for the whole batch, statements pipelined. Per command: `Some(cancel flag)`
-/// if it applied, `None` if it did not (create: id taken; write: fence moved on).
+/// One transaction for the whole batch, statements pipelined.
 async fn commit_batch(
     client: &Client,
-    create: &tokio_postgres::Statement,
-    write: &tokio_postgres::Statement,
+    stmts: &Stmts,
     batch: &[Cmd],
-) -> Vec<Result<Option<bool>, String>> {
-    let one = |cmd| run_one(client, create, write, cmd);
+) -> Vec<Result<Applied, String>> {
+    let one = |cmd| run_one(client, stmts, cmd);
     let result = if let [cmd] = batch {
-        // One statement (a single CTE) is atomic on its own: autocommit, one round trip.
+        // One statement is atomic on its own: autocommit, one round trip.
         one(cmd).await.map(|r| vec![r])
     } else {
         // BEGIN, every statement and COMMIT are pipelined: one round trip for the batch.
@@ -428,15 +491,12 @@ async fn commit_batch(
     }
 }
 
-fn body_of(e: &HistoryEvent) -> Result<String> {
-    serde_json::to_string(e).map_err(Error::Encode)
-}
 
 #[async_trait]
 impl SagaStore for PostgresStore {
     async fn create(&self, record: &SagaRecord, event: &HistoryEvent) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        let cmd = Cmd::Create(Box::new(record.clone()), body_of(event)?, reply);
+        let cmd = Cmd::Create(Box::new(record.clone()), history_line(event)?, reply);
         match self.submit(cmd, rx).await? {
             Some(_) => Ok(()),
             None => Err(Error::AlreadyExists(record.id)),
@@ -447,7 +507,7 @@ impl SagaStore for PostgresStore {
         let (reply, rx) = oneshot::channel();
         let cmd = Cmd::Write(
             Box::new(transition.clone()),
-            body_of(&transition.event)?,
+            history_line(&transition.event)?,
             reply,
         );
         self.submit(cmd, rx)
@@ -530,23 +590,27 @@ impl SagaStore for PostgresStore {
     }
 
     async fn history(&self, id: SagaId) -> Result<Vec<HistoryEvent>> {
+        // One statement (one snapshot): spilled chunks in order, then the row's own tail.
         let rows = self
             .client
             .query(
                 &format!(
-                    "SELECT body FROM {} WHERE saga_id = $1 ORDER BY seq",
-                    self.t("saga_history")
+                    "SELECT body FROM (\
+                        SELECT seq AS k, body FROM {} WHERE saga_id = $1 \
+                        UNION ALL SELECT 9223372036854775807 AS k, history AS body \
+                        FROM {} WHERE id = $1) h ORDER BY k",
+                    self.t("saga_history"),
+                    self.t("sagas")
                 ),
                 &[&id],
             )
             .await
             .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                let body: String = r.try_get(0).map_err(db)?;
-                serde_json::from_str(&body).map_err(|e| Error::backend(BACKEND, e))
-            })
-            .collect()
+        let bodies = rows
+            .iter()
+            .map(|r| r.try_get::<_, String>(0).map_err(db))
+            .collect::<Result<Vec<_>>>()?;
+        parse_history(bodies.iter().map(String::as_str)).map_err(|e| Error::backend(BACKEND, e))
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<SagaRecord>> {

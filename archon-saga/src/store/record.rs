@@ -281,3 +281,28 @@ impl ListQuery {
             && self.name.as_deref().is_none_or(|n| n == r.name)
     }
 }
+
+/// In-row history tails longer than this (bytes) are moved to the history table on the next
+/// write, so a saga's row stays small (one page, no overflow or TOAST) however long it lives.
+pub(crate) const HISTORY_SPILL_BYTES: usize = 1024;
+
+/// One history event as stored: a JSON line (compact JSON never contains a raw newline).
+pub(crate) fn history_line(e: &HistoryEvent) -> crate::Result<String> {
+    let mut line = serde_json::to_string(e).map_err(crate::Error::Encode)?;
+    line.push('\n');
+    Ok(line)
+}
+
+/// Parse stored history text: spilled chunks (oldest first) then the in-row tail, each a
+/// sequence of JSON lines. An event written by an older version (one JSON object per row, no
+/// newline) parses the same way.
+pub(crate) fn parse_history<'a>(
+    chunks: impl IntoIterator<Item = &'a str>,
+) -> serde_json::Result<Vec<HistoryEvent>> {
+    chunks
+        .into_iter()
+        .flat_map(str::lines)
+        .filter(|l| !l.trim().is_empty())
+        .map(serde_json::from_str)
+        .collect()
+}

@@ -7,7 +7,10 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
-use super::{HistoryEvent, ListQuery, SagaRecord, SagaStatus, SagaStore, Transition};
+use super::{
+    HistoryEvent, ListQuery, SagaRecord, SagaStatus, SagaStore, Transition,
+    record::{HISTORY_SPILL_BYTES, history_line, parse_history},
+};
 use crate::{Error, Result, SagaId};
 
 const BACKEND: &str = "sqlite";
@@ -52,6 +55,10 @@ fn db(e: rusqlite::Error) -> Error {
     Error::backend(BACKEND, e)
 }
 
+// One row per saga, its recent history included (`history`, JSON lines): a transition
+// rewrites that one row, so a commit writes one table page (two when the status or the
+// wake-up time changes, which moves the saga in `sagas_status_wake`). History longer than
+// `HISTORY_SPILL_BYTES` moves to `saga_history` in chunks, read back oldest first.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sagas (
     id TEXT PRIMARY KEY,
@@ -71,7 +78,8 @@ CREATE TABLE IF NOT EXISTS sagas (
     fence INTEGER NOT NULL,
     lease_until INTEGER NOT NULL,
     created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    history TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS sagas_status_wake ON sagas(status, wake_at);
 CREATE TABLE IF NOT EXISTS saga_history (
@@ -81,6 +89,20 @@ CREATE TABLE IF NOT EXISTS saga_history (
 );
 CREATE INDEX IF NOT EXISTS saga_history_saga ON saga_history(saga_id, seq);
 ";
+
+/// Files created before history moved into the saga row get the column (their old history
+/// rows stay readable: one event per row parses as one JSON line).
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_history: i64 = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('sagas') WHERE name = 'history'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_history == 0 {
+        conn.execute_batch("ALTER TABLE sagas ADD COLUMN history TEXT NOT NULL DEFAULT ''")?;
+    }
+    Ok(())
+}
 
 const COLUMNS: &str = "id, name, version, status, compensating, step, attempt, data, wake_at, \
     deadline, cancel_requested, error, owner, fence, lease_until, created_at, updated_at";
@@ -114,10 +136,6 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<SagaRecord> {
     })
 }
 
-fn encode_event(e: &HistoryEvent) -> Result<String> {
-    serde_json::to_string(e).map_err(Error::Encode)
-}
-
 impl SqliteStore {
     /// Open (or create) the store file and its tables.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
@@ -129,6 +147,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        migrate(&conn).map_err(db)?;
         let (tx, rx) = mpsc::channel();
         thread::Builder::new()
             .name("archon-saga-sqlite".to_owned())
@@ -180,7 +199,9 @@ enum Done {
 }
 
 fn commit_batch(conn: &mut Connection, batch: Vec<Cmd>) {
-    let tx = match conn.transaction() {
+    // IMMEDIATE: the write lock is taken up front, so the reads each write does before it
+    // updates (fence, current status) cannot be invalidated by another connection.
+    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             fail_all(batch, &e.to_string());
@@ -252,16 +273,16 @@ fn apply_create(
     r: &SagaRecord,
     ev: &HistoryEvent,
 ) -> rusqlite::Result<Result<()>> {
-    let body = match encode_event(ev) {
-        Ok(b) => b,
+    let line = match history_line(ev) {
+        Ok(l) => l,
         Err(e) => return Ok(Err(e)),
     };
     // Statements are prepared once per connection (rusqlite's statement cache): preparing them
     // on every transition cost more CPU than the commit itself.
     let n = tx
         .prepare_cached(&format!(
-            "INSERT OR IGNORE INTO sagas ({COLUMNS}, def_key) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+            "INSERT OR IGNORE INTO sagas ({COLUMNS}, def_key, history) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
         ))?
         .execute(params![
             r.id.to_string(),
@@ -282,55 +303,89 @@ fn apply_create(
             r.created_at,
             r.updated_at,
             r.definition_key(),
+            line,
         ])?;
     if n == 0 {
         return Ok(Err(Error::AlreadyExists(r.id)));
     }
-    tx.prepare_cached("INSERT INTO saga_history (saga_id, body) VALUES (?1, ?2)")?
-        .execute(params![r.id.to_string(), body])?;
     Ok(Ok(()))
 }
 
+/// The saga row's fields a write needs before it updates.
+struct Current {
+    fence: i64,
+    status: String,
+    wake_at: Option<i64>,
+    cancel_requested: bool,
+    history_len: usize,
+}
+
+/// `UPDATE` of one saga row. `moves` sets `status` and `wake_at` (indexed: only when they
+/// change, since naming them rewrites the index entry and dirties one more page); `spill`
+/// starts a fresh in-row history (the old one was just copied to `saga_history`).
+fn update_sql(moves: bool, spill: bool) -> String {
+    format!(
+        "UPDATE sagas SET {}compensating = ?4, step = ?5, attempt = ?6, data = ?7, \
+         deadline = ?8, cancel_requested = ?9, error = ?10, owner = ?11, fence = ?12, \
+         lease_until = ?13, updated_at = ?14, history = {} WHERE id = ?1",
+        if moves { "status = ?2, wake_at = ?3, " } else { "" },
+        if spill { "?15" } else { "history || ?15" },
+    )
+}
+
 fn apply_write(tx: &rusqlite::Transaction<'_>, t: &Transition) -> rusqlite::Result<Result<bool>> {
-    let body = match encode_event(&t.event) {
-        Ok(b) => b,
+    let line = match history_line(&t.event) {
+        Ok(l) => l,
         Err(e) => return Ok(Err(e)),
     };
     let r = &t.record;
     let id = r.id.to_string();
-    let cancel: Option<bool> = tx
+    // A point read of a page the update dirties anyway: no I/O, and it lets the update skip
+    // the index when the saga stays where it is.
+    let cur = tx
         .prepare_cached(
-            "UPDATE sagas SET status = ?3, compensating = ?4, step = ?5, attempt = ?6, data = ?7, \
-             wake_at = ?8, deadline = ?9, cancel_requested = (cancel_requested OR ?10), error = ?11, \
-             owner = ?12, fence = ?13, lease_until = ?14, updated_at = ?15 \
-             WHERE id = ?1 AND fence = ?2 RETURNING cancel_requested",
+            "SELECT fence, status, wake_at, cancel_requested, length(CAST(history AS BLOB)) \
+             FROM sagas WHERE id = ?1",
         )?
-        .query_row(
-            params![
-                id,
-                t.expected_fence,
-                r.status.as_str(),
-                r.compensating,
-                r.step,
-                r.attempt,
-                r.data,
-                r.wake_at,
-                r.deadline,
-                r.cancel_requested,
-                r.error,
-                r.owner,
-                r.fence,
-                r.lease_until,
-                r.updated_at,
-            ],
-            |row| row.get(0),
-        )
+        .query_row(params![id], |row| {
+            Ok(Current {
+                fence: row.get(0)?,
+                status: row.get(1)?,
+                wake_at: row.get(2)?,
+                cancel_requested: row.get(3)?,
+                history_len: row.get(4)?,
+            })
+        })
         .optional()?;
-    let Some(cancel) = cancel else {
+    let Some(cur) = cur.filter(|c| c.fence == t.expected_fence) else {
         return Ok(Err(Error::LeaseLost(r.id)));
     };
-    tx.prepare_cached("INSERT INTO saga_history (saga_id, body) VALUES (?1, ?2)")?
-        .execute(params![id, body])?;
+    let moves = cur.status != r.status.as_str() || cur.wake_at != r.wake_at;
+    let spill = cur.history_len > 0 && cur.history_len + line.len() > HISTORY_SPILL_BYTES;
+    if spill {
+        tx.prepare_cached(
+            "INSERT INTO saga_history (saga_id, body) SELECT id, history FROM sagas WHERE id = ?1",
+        )?
+        .execute(params![id])?;
+    }
+    let cancel = cur.cancel_requested || r.cancel_requested;
+    tx.prepare_cached(&update_sql(moves, spill))?.execute(params![
+        id,
+        r.status.as_str(),
+        r.wake_at,
+        r.compensating,
+        r.step,
+        r.attempt,
+        r.data,
+        r.deadline,
+        cancel,
+        r.error,
+        r.owner,
+        r.fence,
+        r.lease_until,
+        r.updated_at,
+        line,
+    ])?;
     Ok(Ok(cancel))
 }
 
@@ -446,18 +501,22 @@ impl SagaStore for SqliteStore {
 
     async fn history(&self, id: SagaId) -> Result<Vec<HistoryEvent>> {
         self.job(move |c| {
+            // One statement: spilled chunks in order, then the row's own tail.
             let mut stmt = c
-                .prepare("SELECT body FROM saga_history WHERE saga_id = ?1 ORDER BY seq")
+                .prepare_cached(
+                    "SELECT body FROM (\
+                        SELECT seq AS k, body FROM saga_history WHERE saga_id = ?1 \
+                        UNION ALL SELECT 9223372036854775807 AS k, history AS body \
+                        FROM sagas WHERE id = ?1) ORDER BY k",
+                )
                 .map_err(db)?;
             let bodies = stmt
                 .query_map(params![id.to_string()], |r| r.get::<_, String>(0))
                 .map_err(db)?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(db)?;
-            bodies
-                .iter()
-                .map(|b| serde_json::from_str(b).map_err(|e| Error::backend(BACKEND, e)))
-                .collect()
+            parse_history(bodies.iter().map(String::as_str))
+                .map_err(|e| Error::backend(BACKEND, e))
         })
         .await
     }

@@ -48,6 +48,7 @@ pub async fn run_all(store: Arc<dyn SagaStore>) {
     release_owner_frees_sagas_of_that_owner(&*store).await;
     list_filters_and_orders_oldest_first(&*store).await;
     unfinished_definitions_names_non_finished(&*store).await;
+    long_history_reads_back_whole_and_in_order(&*store).await;
     concurrent_writes_each_get_their_own_outcome(store.clone()).await;
     concurrent_claims_never_hand_out_a_saga_twice(store).await;
 }
@@ -100,6 +101,39 @@ async fn write_applies_and_appends_history_in_order(s: &dyn SagaStore) {
         .map(|e| e.event)
         .collect();
     assert_eq!(events, vec!["started", "one", "two"]);
+}
+
+/// Many transitions, some with long error texts (stores may keep recent history in the saga
+/// row and move older history elsewhere): every event comes back once, in order, and a
+/// refused write adds nothing.
+async fn long_history_reads_back_whole_and_in_order(s: &dyn SagaStore) {
+    let r = rec(&unique("longhist"), 0);
+    s.create(&r, &HistoryEvent::new(0, "started"))
+        .await
+        .unwrap();
+    let mut cur = r.clone();
+    let mut expected = vec![HistoryEvent::new(0, "started")];
+    for i in 1..=120_i64 {
+        let mut t = step(&cur, i, &format!("e{i}"));
+        let len = match i % 40 {
+            0 => 5_000,
+            7 => 1_500,
+            _ => usize::try_from(i).unwrap() * 3,
+        };
+        t.event.error = Some(format!("{i}:{}\n\"quoted\" é", "x".repeat(len)));
+        t.event.attempt = Some(u32::try_from(i).unwrap());
+        s.write(&t).await.unwrap();
+        expected.push(t.event.clone());
+        if i == 60 {
+            let mut stale = step(&t.record, i, "stale");
+            stale.expected_fence += 1;
+            assert!(matches!(s.write(&stale).await, Err(Error::LeaseLost(_))));
+        }
+        cur = t.record;
+    }
+    assert_eq!(s.history(r.id).await.unwrap(), expected);
+    assert_eq!(s.load(r.id).await.unwrap().unwrap(), cur);
+    assert!(s.history(Uuid::new_v4()).await.unwrap().is_empty());
 }
 
 async fn stale_fence_is_lease_lost_and_changes_nothing(s: &dyn SagaStore) {
