@@ -491,7 +491,6 @@ async fn commit_batch(
     }
 }
 
-
 #[async_trait]
 impl SagaStore for PostgresStore {
     async fn create(&self, record: &SagaRecord, event: &HistoryEvent) -> Result<()> {

@@ -1,7 +1,11 @@
 //! The embedded SQLite store: one file, WAL, `synchronous=FULL`, one writer thread that
 //! commits concurrent sagas' writes together (group commit).
 
-use std::{path::Path, sync::mpsc, thread};
+use std::{
+    path::Path,
+    sync::{Arc, Mutex, mpsc},
+    thread,
+};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -43,6 +47,11 @@ enum Cmd {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     tx: mpsc::Sender<Cmd>,
+    /// A second connection for [`load`](SagaStore::load), used on the caller's thread: a point
+    /// read of a page that is almost always cached costs a few microseconds, less than handing
+    /// it to the writer thread and back (two thread wake-ups), and it never waits behind a
+    /// commit (WAL readers do not block on the writer).
+    reader: Arc<Mutex<Connection>>,
 }
 
 impl std::fmt::Debug for Cmd {
@@ -139,6 +148,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<SagaRecord> {
 impl SqliteStore {
     /// Open (or create) the store file and its tables.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
         let mut conn = Connection::open(path).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
@@ -148,12 +158,19 @@ impl SqliteStore {
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
         migrate(&conn).map_err(db)?;
+        let reader = Connection::open(path).map_err(db)?;
+        reader
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db)?;
         let (tx, rx) = mpsc::channel();
         thread::Builder::new()
             .name("archon-saga-sqlite".to_owned())
             .spawn(move || writer_loop(&mut conn, &rx))
             .map_err(|e| Error::backend(BACKEND, e))?;
-        Ok(Self { tx })
+        Ok(Self {
+            tx,
+            reader: Arc::new(Mutex::new(reader)),
+        })
     }
 
     async fn job<T: Send + 'static>(
@@ -328,7 +345,11 @@ fn update_sql(moves: bool, spill: bool) -> String {
         "UPDATE sagas SET {}compensating = ?4, step = ?5, attempt = ?6, data = ?7, \
          deadline = ?8, cancel_requested = ?9, error = ?10, owner = ?11, fence = ?12, \
          lease_until = ?13, updated_at = ?14, history = {} WHERE id = ?1",
-        if moves { "status = ?2, wake_at = ?3, " } else { "" },
+        if moves {
+            "status = ?2, wake_at = ?3, "
+        } else {
+            ""
+        },
         if spill { "?15" } else { "history || ?15" },
     )
 }
@@ -369,23 +390,24 @@ fn apply_write(tx: &rusqlite::Transaction<'_>, t: &Transition) -> rusqlite::Resu
         .execute(params![id])?;
     }
     let cancel = cur.cancel_requested || r.cancel_requested;
-    tx.prepare_cached(&update_sql(moves, spill))?.execute(params![
-        id,
-        r.status.as_str(),
-        r.wake_at,
-        r.compensating,
-        r.step,
-        r.attempt,
-        r.data,
-        r.deadline,
-        cancel,
-        r.error,
-        r.owner,
-        r.fence,
-        r.lease_until,
-        r.updated_at,
-        line,
-    ])?;
+    tx.prepare_cached(&update_sql(moves, spill))?
+        .execute(params![
+            id,
+            r.status.as_str(),
+            r.wake_at,
+            r.compensating,
+            r.step,
+            r.attempt,
+            r.data,
+            r.deadline,
+            cancel,
+            r.error,
+            r.owner,
+            r.fence,
+            r.lease_until,
+            r.updated_at,
+            line,
+        ])?;
     Ok(Ok(cancel))
 }
 
@@ -491,12 +513,14 @@ impl SagaStore for SqliteStore {
     }
 
     async fn load(&self, id: SagaId) -> Result<Option<SagaRecord>> {
-        self.job(move |c| {
-            c.prepare_cached(&format!("SELECT {COLUMNS} FROM sagas WHERE id = ?1"))
-                .and_then(|mut stmt| stmt.query_row(params![id.to_string()], from_row).optional())
-                .map_err(db)
-        })
-        .await
+        let reader = self
+            .reader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        reader
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM sagas WHERE id = ?1"))
+            .and_then(|mut stmt| stmt.query_row(params![id.to_string()], from_row).optional())
+            .map_err(db)
     }
 
     async fn history(&self, id: SagaId) -> Result<Vec<HistoryEvent>> {
@@ -515,8 +539,7 @@ impl SagaStore for SqliteStore {
                 .map_err(db)?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(db)?;
-            parse_history(bodies.iter().map(String::as_str))
-                .map_err(|e| Error::backend(BACKEND, e))
+            parse_history(bodies.iter().map(String::as_str)).map_err(|e| Error::backend(BACKEND, e))
         })
         .await
     }
