@@ -70,7 +70,11 @@ impl Inner {
     }
 
     fn notify(&self, record: &SagaRecord, event: &HistoryEvent) {
-        let _ = self.events.send((record.id, record.status));
+        // Only `wait` listens, and only for the end: every waiter wakes for every event sent,
+        // so sending each transition cost O(waiters) wake-ups per transition.
+        if !record.status.is_active() {
+            let _ = self.events.send((record.id, record.status));
+        }
         for l in &self.listeners {
             l.on_transition(record, event);
         }
