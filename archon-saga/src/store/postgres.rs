@@ -44,6 +44,8 @@ enum Cmd {
 struct Sql {
     create: String,
     write: String,
+    create_many: String,
+    write_many: String,
     spill: String,
     claim: String,
     select: String,
@@ -199,6 +201,31 @@ impl PostgresStore {
                  RETURNING cancel_requested, \
                  CASE WHEN octet_length(history) > {HISTORY_SPILL_BYTES} THEN history END"
             ),
+            // A batch's creates as one statement (arrays, one element per saga).
+            create_many: format!(
+                "INSERT INTO {s}.sagas ({COLUMNS}, def_key, history) \
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], \
+                 $5::bool[], $6::bigint[], $7::bigint[], $8::text[], $9::bigint[], $10::bigint[], \
+                 $11::bool[], $12::text[], $13::text[], $14::bigint[], $15::bigint[], \
+                 $16::bigint[], $17::bigint[], $18::text[], $19::text[]) \
+                 ON CONFLICT (id) DO NOTHING RETURNING id"
+            ),
+            // A batch's writes as one statement, each row with its own fencing check.
+            write_many: format!(
+                "UPDATE {s}.sagas s SET status = v.status, compensating = v.compensating, \
+                 step = v.step, attempt = v.attempt, data = v.data, wake_at = v.wake_at, \
+                 deadline = v.deadline, cancel_requested = (s.cancel_requested OR v.cancel), \
+                 error = v.error, owner = v.owner, fence = v.fence, lease_until = v.lease_until, \
+                 updated_at = v.updated_at, history = s.history || v.line \
+                 FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bool[], $5::bigint[], \
+                 $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], $10::bool[], $11::text[], \
+                 $12::text[], $13::bigint[], $14::bigint[], $15::bigint[], $16::text[]) \
+                 AS v(id, expected_fence, status, compensating, step, attempt, data, wake_at, \
+                 deadline, cancel, error, owner, fence, lease_until, updated_at, line) \
+                 WHERE s.id = v.id AND s.fence = v.expected_fence \
+                 RETURNING s.id, s.cancel_requested, \
+                 CASE WHEN octet_length(s.history) > {HISTORY_SPILL_BYTES} THEN s.history END"
+            ),
             // Moves exactly the tail the writer saw (if it is still the row's prefix) to the
             // history table, atomically: history content never changes, only where it lives.
             spill: format!(
@@ -311,6 +338,8 @@ fn closed() -> Error {
 struct Stmts {
     create: tokio_postgres::Statement,
     write: tokio_postgres::Statement,
+    create_many: tokio_postgres::Statement,
+    write_many: tokio_postgres::Statement,
     spill: tokio_postgres::Statement,
 }
 
@@ -319,6 +348,8 @@ impl Stmts {
         Ok(Self {
             create: client.prepare(&sql.create).await?,
             write: client.prepare(&sql.write).await?,
+            create_many: client.prepare(&sql.create_many).await?,
+            write_many: client.prepare(&sql.write_many).await?,
             spill: client.prepare(&sql.spill).await?,
         })
     }
@@ -461,6 +492,166 @@ async fn run_one(
     }
 }
 
+/// True if no saga appears twice in the batch (a set-based statement applies one change per
+/// row, so a second write of the same saga would be lost rather than fenced).
+fn distinct_ids(batch: &[Cmd]) -> bool {
+    let mut ids: Vec<SagaId> = batch
+        .iter()
+        .map(|c| match c {
+            Cmd::Create(r, _, _) => r.id,
+            Cmd::Write(t, _, _) => t.record.id,
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.windows(2).all(|w| w[0] != w[1])
+}
+
+/// The batch as (at most) two set-based statements, one for its creates and one for its
+/// writes, in one transaction, pipelined: one round trip, and the server plans and runs two
+/// statements instead of one per saga.
+async fn run_sets(
+    client: &Client,
+    stmts: &Stmts,
+    batch: &[Cmd],
+) -> Result<Vec<Applied>, tokio_postgres::Error> {
+    let creates: Vec<&SagaRecord> = batch
+        .iter()
+        .filter_map(|c| match c {
+            Cmd::Create(r, _, _) => Some(&**r),
+            Cmd::Write(..) => None,
+        })
+        .collect();
+    let writes: Vec<(&Transition, &str)> = batch
+        .iter()
+        .filter_map(|c| match c {
+            Cmd::Write(t, line, _) => Some((&**t, line.as_str())),
+            Cmd::Create(..) => None,
+        })
+        .collect();
+    let create_lines: Vec<&str> = batch
+        .iter()
+        .filter_map(|c| match c {
+            Cmd::Create(_, line, _) => Some(line.as_str()),
+            Cmd::Write(..) => None,
+        })
+        .collect();
+    let created = async {
+        if creates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let i64s = |f: fn(&SagaRecord) -> i64| creates.iter().map(|r| f(r)).collect::<Vec<_>>();
+        let keys: Vec<String> = creates.iter().map(|r| r.definition_key()).collect();
+        client
+            .query(
+                &stmts.create_many,
+                &[
+                    &creates.iter().map(|r| r.id).collect::<Vec<_>>(),
+                    &creates.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+                    &i64s(|r| i64::from(r.version)),
+                    &creates
+                        .iter()
+                        .map(|r| r.status.as_str())
+                        .collect::<Vec<_>>(),
+                    &creates.iter().map(|r| r.compensating).collect::<Vec<_>>(),
+                    &i64s(|r| i64::from(r.step)),
+                    &i64s(|r| i64::from(r.attempt)),
+                    &creates.iter().map(|r| r.data.as_str()).collect::<Vec<_>>(),
+                    &creates.iter().map(|r| r.wake_at).collect::<Vec<_>>(),
+                    &creates.iter().map(|r| r.deadline).collect::<Vec<_>>(),
+                    &creates
+                        .iter()
+                        .map(|r| r.cancel_requested)
+                        .collect::<Vec<_>>(),
+                    &creates
+                        .iter()
+                        .map(|r| r.error.as_deref())
+                        .collect::<Vec<_>>(),
+                    &creates
+                        .iter()
+                        .map(|r| r.owner.as_deref())
+                        .collect::<Vec<_>>(),
+                    &i64s(|r| r.fence),
+                    &i64s(|r| r.lease_until),
+                    &i64s(|r| r.created_at),
+                    &i64s(|r| r.updated_at),
+                    &keys,
+                    &create_lines,
+                ],
+            )
+            .await
+    };
+    let written = async {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let i64s = |f: fn(&Transition) -> i64| writes.iter().map(|(t, _)| f(t)).collect::<Vec<_>>();
+        let recs = || writes.iter().map(|(t, _)| &t.record);
+        client
+            .query(
+                &stmts.write_many,
+                &[
+                    &recs().map(|r| r.id).collect::<Vec<_>>(),
+                    &i64s(|t| t.expected_fence),
+                    &recs().map(|r| r.status.as_str()).collect::<Vec<_>>(),
+                    &recs().map(|r| r.compensating).collect::<Vec<_>>(),
+                    &i64s(|t| i64::from(t.record.step)),
+                    &i64s(|t| i64::from(t.record.attempt)),
+                    &recs().map(|r| r.data.as_str()).collect::<Vec<_>>(),
+                    &recs().map(|r| r.wake_at).collect::<Vec<_>>(),
+                    &recs().map(|r| r.deadline).collect::<Vec<_>>(),
+                    &recs().map(|r| r.cancel_requested).collect::<Vec<_>>(),
+                    &recs().map(|r| r.error.as_deref()).collect::<Vec<_>>(),
+                    &recs().map(|r| r.owner.as_deref()).collect::<Vec<_>>(),
+                    &i64s(|t| t.record.fence),
+                    &i64s(|t| t.record.lease_until),
+                    &i64s(|t| t.record.updated_at),
+                    &writes.iter().map(|(_, line)| *line).collect::<Vec<_>>(),
+                ],
+            )
+            .await
+    };
+    let (created, written) = if creates.is_empty() || writes.is_empty() {
+        // One statement is atomic on its own.
+        futures::join!(created, written)
+    } else {
+        let begin = client.batch_execute("BEGIN");
+        let commit = client.batch_execute("COMMIT");
+        let (b, created, written, c) = futures::join!(begin, created, written, commit);
+        let (created, written) = b.and_then(|()| Ok((created?, written?)))?;
+        c?;
+        (Ok(created), Ok(written))
+    };
+    let created: std::collections::HashSet<SagaId> = created?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+    let mut written: std::collections::HashMap<SagaId, Applied> = written?
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get(0)?,
+                Applied {
+                    outcome: Some(row.try_get(1)?),
+                    spill: row.try_get(2)?,
+                },
+            ))
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()?;
+    Ok(batch
+        .iter()
+        .map(|c| match c {
+            Cmd::Create(r, _, _) => Applied {
+                outcome: created.contains(&r.id).then_some(false),
+                spill: None,
+            },
+            Cmd::Write(t, _, _) => written.remove(&t.record.id).unwrap_or(Applied {
+                outcome: None,
+                spill: None,
+            }),
+        })
+        .collect())
+}
+
 /// One transaction for the whole batch, statements pipelined.
 async fn commit_batch(
     client: &Client,
@@ -471,6 +662,8 @@ async fn commit_batch(
     let result = if let [cmd] = batch {
         // One statement is atomic on its own: autocommit, one round trip.
         one(cmd).await.map(|r| vec![r])
+    } else if distinct_ids(batch) {
+        run_sets(client, stmts, batch).await
     } else {
         // BEGIN, every statement and COMMIT are pipelined: one round trip for the batch.
         // A failed statement aborts the transaction (COMMIT then rolls back), and we report
