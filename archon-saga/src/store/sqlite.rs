@@ -586,3 +586,75 @@ impl SagaStore for SqliteStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A file written before history moved into the saga row: the store adds the column, the
+    /// old history rows (one JSON event each) read back first, new events follow.
+    #[tokio::test]
+    async fn opens_a_file_from_before_in_row_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let id = uuid::Uuid::new_v4();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&SCHEMA.replace(",\n    history TEXT NOT NULL DEFAULT ''", ""))
+                .unwrap();
+            conn.execute(
+                &format!(
+                    "INSERT INTO sagas ({COLUMNS}, def_key) VALUES (?1, 'old', 1, 'running', 0, \
+                     1, 0, '{{}}', NULL, NULL, 0, NULL, 'me', 3, 0, 0, 0, 'old@v1')"
+                ),
+                params![id.to_string()],
+            )
+            .unwrap();
+            let columns: i64 = conn
+                .query_row("SELECT count(*) FROM pragma_table_info('sagas')", [], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            assert_eq!(columns, 18, "the old layout has no history column");
+            for (at, event) in [(1, "started"), (2, "step_completed")] {
+                conn.execute(
+                    "INSERT INTO saga_history (saga_id, body) VALUES (?1, ?2)",
+                    params![
+                        id.to_string(),
+                        serde_json::to_string(&HistoryEvent::new(at, event)).unwrap()
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let mut rec = store.load(id).await.unwrap().unwrap();
+        rec.step = 2;
+        store
+            .write(&Transition {
+                expected_fence: 3,
+                record: rec.clone(),
+                event: HistoryEvent::new(3, "step_completed"),
+            })
+            .await
+            .unwrap();
+        let events: Vec<(i64, String)> = store
+            .history(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.at, e.event))
+            .collect();
+        assert_eq!(
+            events,
+            vec![
+                (1, "started".to_owned()),
+                (2, "step_completed".to_owned()),
+                (3, "step_completed".to_owned())
+            ]
+        );
+        assert_eq!(store.load(id).await.unwrap().unwrap(), rec);
+    }
+}
