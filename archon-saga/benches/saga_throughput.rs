@@ -13,7 +13,7 @@
 //!
 //! Other knobs: `BENCH_ONLY=sqlite|postgres` runs one half; `BENCH_DIR=/dev/shm` puts the
 //! SQLite files on tmpfs (no fsync cost: the ratios then show the CPU overhead alone, a lower
-//! bound for the ratios on a disk); `BENCH_PROFILE=sqlite1|sqlite64|sqlitew|pg1|pg64|pgw` runs
+//! bound for the ratios on a disk); `BENCH_PROFILE=c1|sqlite1|sqlite64|sqlitew|pg1|pg64|pgw` runs
 //! one measurement alone, for `perf stat`/`perf record` (`w` = the store's writes, no engine).
 #![allow(
     missing_docs,
@@ -338,6 +338,7 @@ async fn profile_one(which: &str) {
         "sqlite1" => sagas_per_sec(sqlite(), 1).await,
         "sqlite64" => sagas_per_sec(sqlite(), 64).await,
         "sqlitew" => store_write_rate(sqlite()).await,
+        "c1" => sqlite_c1(&dir.path().join("c1.db")),
         #[cfg(feature = "postgres")]
         pg => {
             let schema = format!("saga_bench_{}", uuid::Uuid::new_v4().simple());

@@ -3,7 +3,11 @@
 
 use std::{
     path::Path,
-    sync::{Arc, Mutex, mpsc},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
     thread,
 };
 
@@ -32,9 +36,15 @@ enum Cmd {
 /// The embedded default [`SagaStore`]: a single SQLite file in WAL mode with
 /// `synchronous=FULL`, so a returned write survives power loss.
 ///
-/// All statements run on one dedicated thread. Writes that arrive while a commit is in flight
-/// are committed together in the next transaction (group commit), each with its own fencing
-/// check and result, so many concurrent sagas share one fsync.
+/// Writes go through one connection. Writes that arrive while a commit is in flight are
+/// committed together in the next transaction by a dedicated writer thread (group commit),
+/// each with its own fencing check and result, so many concurrent sagas share one fsync. A
+/// write with no other in flight, on a multi-threaded tokio runtime, commits on the calling
+/// thread instead (inside [`tokio::task::block_in_place`], so the runtime moves its other
+/// tasks elsewhere): no hand-off to the writer thread and back. Other futures of the calling
+/// task (in a `join!` or `select!`) wait for that commit. Each transition rewrites one row: the
+/// saga's recent history lives in it and moves to a history table in chunks. `load` reads
+/// through a second connection on the caller's thread.
 ///
 /// SQLite is for one orchestrator process (a single writer): use
 /// [`PostgresStore`](crate::PostgresStore) to run several instances.
@@ -47,6 +57,10 @@ enum Cmd {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     tx: mpsc::Sender<Cmd>,
+    /// The writing connection: the writer thread's, borrowed by a write that runs inline.
+    conn: Arc<Mutex<Connection>>,
+    /// Creates and writes in flight.
+    in_flight: Arc<AtomicUsize>,
     /// A second connection for [`load`](SagaStore::load), used on the caller's thread: a point
     /// read of a page that is almost always cached costs a few microseconds, less than handing
     /// it to the writer thread and back (two thread wake-ups), and it never waits behind a
@@ -149,7 +163,7 @@ impl SqliteStore {
     /// Open (or create) the store file and its tables.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let mut conn = Connection::open(path).map_err(db)?;
+        let conn = Connection::open(path).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -163,14 +177,42 @@ impl SqliteStore {
             .busy_timeout(std::time::Duration::from_secs(5))
             .map_err(db)?;
         let (tx, rx) = mpsc::channel();
+        let conn = Arc::new(Mutex::new(conn));
+        let writer = Arc::clone(&conn);
         thread::Builder::new()
             .name("archon-saga-sqlite".to_owned())
-            .spawn(move || writer_loop(&mut conn, &rx))
+            .spawn(move || writer_loop(&writer, &rx))
             .map_err(|e| Error::backend(BACKEND, e))?;
         Ok(Self {
             tx,
+            conn,
+            in_flight: Arc::new(AtomicUsize::new(0)),
             reader: Arc::new(Mutex::new(reader)),
         })
+    }
+
+    /// Commit a create or write. Alone (no other write in flight) on a multi-threaded runtime,
+    /// it commits on the calling thread (`block_in_place`): no hand-off to the writer thread
+    /// and back, two thread wake-ups less on a path that waits for a commit anyway. Otherwise
+    /// it joins the writer thread's next batch (group commit).
+    async fn submit<T>(&self, cmd: Cmd, rx: oneshot::Receiver<Result<T>>) -> Result<T> {
+        struct InFlight<'a>(&'a AtomicUsize);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _in_flight = InFlight(&self.in_flight);
+        let alone = self.in_flight.fetch_add(1, Ordering::SeqCst) == 0;
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if alone && multi_thread {
+            let mut rx = rx;
+            tokio::task::block_in_place(|| commit_batch(&mut lock(&self.conn), vec![cmd]));
+            return rx.try_recv().map_err(|_| closed())?;
+        }
+        self.tx.send(cmd).map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
     }
 
     async fn job<T: Send + 'static>(
@@ -190,8 +232,15 @@ fn closed() -> Error {
     Error::backend(BACKEND, "store thread stopped")
 }
 
-fn writer_loop(conn: &mut Connection, rx: &mpsc::Receiver<Cmd>) {
+fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    conn.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn writer_loop(conn: &Mutex<Connection>, rx: &mpsc::Receiver<Cmd>) {
     while let Ok(first) = rx.recv() {
+        let mut guard = lock(conn);
+        let conn = &mut *guard;
         let mut batch = Vec::new();
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
@@ -415,18 +464,17 @@ fn apply_write(tx: &rusqlite::Transaction<'_>, t: &Transition) -> rusqlite::Resu
 impl SagaStore for SqliteStore {
     async fn create(&self, record: &SagaRecord, event: &HistoryEvent) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Cmd::Create(Box::new(record.clone()), event.clone(), reply))
-            .map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())?
+        self.submit(
+            Cmd::Create(Box::new(record.clone()), event.clone(), reply),
+            rx,
+        )
+        .await
     }
 
     async fn write(&self, transition: &Transition) -> Result<bool> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Cmd::Write(Box::new(transition.clone()), reply))
-            .map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())?
+        self.submit(Cmd::Write(Box::new(transition.clone()), reply), rx)
+            .await
     }
 
     async fn renew(&self, id: SagaId, fence: i64, lease_until: i64) -> Result<()> {
