@@ -284,9 +284,11 @@ impl ListQuery {
 
 /// In-row history tails longer than this (bytes) are moved to the history table on the next
 /// write, so a saga's row stays small (one page, no overflow or TOAST) however long it lives.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const HISTORY_SPILL_BYTES: usize = 1024;
 
 /// One history event as stored: a JSON line (compact JSON never contains a raw newline).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn history_line(e: &HistoryEvent) -> crate::Result<String> {
     let mut line = serde_json::to_string(e).map_err(crate::Error::Encode)?;
     line.push('\n');
@@ -296,6 +298,7 @@ pub(crate) fn history_line(e: &HistoryEvent) -> crate::Result<String> {
 /// Parse stored history text: spilled chunks (oldest first) then the in-row tail, each a
 /// sequence of JSON lines. An event written by an older version (one JSON object per row, no
 /// newline) parses the same way.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn parse_history<'a>(
     chunks: impl IntoIterator<Item = &'a str>,
 ) -> serde_json::Result<Vec<HistoryEvent>> {

@@ -40,7 +40,7 @@ enum Cmd {
 /// committed together in the next transaction by a dedicated writer thread (group commit),
 /// each with its own fencing check and result, so many concurrent sagas share one fsync. A
 /// write with no other in flight, on a multi-threaded tokio runtime, commits on the calling
-/// thread instead (inside [`tokio::task::block_in_place`], so the runtime moves its other
+/// thread instead (inside tokio's `block_in_place`, so the runtime moves its other
 /// tasks elsewhere): no hand-off to the writer thread and back. Other futures of the calling
 /// task (in a `join!` or `select!`) wait for that commit. Each transition rewrites one row: the
 /// saga's recent history lives in it and moves to a history table in chunks. `load` reads
