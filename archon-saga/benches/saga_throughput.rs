@@ -33,7 +33,24 @@ use std::{
 
 use archon_saga::{Engine, Saga, SagaStore, Step, StepContext, StepResult};
 
+/// While set (ms), every measurement runs this long: one slice of an interleaved pair.
+static SLICE_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Slices per measurement: each is paired with a slice of its reference, alternating, so both
+/// sample the same moments of a disk whose commit rate drifts within seconds.
+fn slices() -> u32 {
+    std::env::var("BENCH_SLICES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6)
+        .max(1)
+}
+
 fn secs() -> Duration {
+    let slice = SLICE_MS.load(Ordering::Relaxed);
+    if slice > 0 {
+        return Duration::from_millis(slice);
+    }
     Duration::from_secs_f64(
         std::env::var("BENCH_SECS")
             .ok()
@@ -234,12 +251,39 @@ fn loadavg() -> String {
         .join(" ")
 }
 
-/// The mean of the reference rate measured just before and just after a measurement.
-fn around(before: Rate, after: Rate) -> Rate {
+/// The mean of equally long measurements.
+fn mean(rs: &[Rate]) -> Rate {
+    let n = rs.len().max(1) as f64;
     Rate {
-        per_sec: (before.per_sec + after.per_sec) / 2.0,
-        cpu_per_op_us: (before.cpu_per_op_us + after.cpu_per_op_us) / 2.0,
+        per_sec: rs.iter().map(|r| r.per_sec).sum::<f64>() / n,
+        cpu_per_op_us: rs.iter().map(|r| r.cpu_per_op_us).sum::<f64>() / n,
     }
+}
+
+/// Measure `subject` and its `reference` in alternating slices (reference first); returns
+/// (subject, reference, the reference's slowest and fastest slice).
+async fn interleaved<S, SF, R, RF>(mut subject: S, mut reference: R) -> (Rate, Rate, f64, f64)
+where
+    S: FnMut() -> SF,
+    SF: std::future::Future<Output = Rate>,
+    R: FnMut() -> RF,
+    RF: std::future::Future<Output = Rate>,
+{
+    let k = slices();
+    let total = secs();
+    SLICE_MS.store(
+        (total.as_millis() as u64 / u64::from(k)).max(100),
+        Ordering::Relaxed,
+    );
+    let (mut subj, mut refs) = (Vec::new(), Vec::new());
+    for _ in 0..k {
+        refs.push(reference().await);
+        subj.push(subject().await);
+    }
+    SLICE_MS.store(0, Ordering::Relaxed);
+    let lo = refs.iter().map(|r| r.per_sec).fold(f64::MAX, f64::min);
+    let hi = refs.iter().map(|r| r.per_sec).fold(0.0, f64::max);
+    (mean(&subj), mean(&refs), lo, hi)
 }
 
 fn header() {
@@ -383,54 +427,49 @@ fn main() {
         };
         println!("archon-saga throughput, 3-step no-op saga (N+1 = 4 durable writes per saga)");
         println!(
-            "{:?} per measurement; each ratio is to the reference rate measured just before and \
-             just after it\n(C1 = 1-row commits from 1 client, C64 = from 64); load average {}\n",
+            "{:?} per measurement in {} slices, each alternating with a slice of its reference \
+             (C1 = 1-row commits\nfrom 1 client, C64 = from 64); load average {}\n",
             secs(),
+            slices(),
             loadavg()
         );
         header();
         if only.is_empty() || only == "sqlite" {
             let open =
                 |f: &str| Arc::new(archon_saga::SqliteStore::open(dir.path().join(f)).unwrap());
-            let c1 = |i: u32| sqlite_c1(&dir.path().join(format!("c1-{i}.db")));
-            let c1a = c1(0);
-            let w1 = store_write_rate(open("w.db")).await;
-            let c1b = c1(1);
-            let r1 = sagas_per_sec(open("s1.db"), 1).await;
-            let c1c = c1(2);
-            let r64 = sagas_per_sec(open("s64.db"), 64).await;
-            let c1d = c1(3);
-            let all = [c1a, c1b, c1c, c1d];
-            let mean = Rate {
-                per_sec: all.iter().map(|r| r.per_sec).sum::<f64>() / 4.0,
-                cpu_per_op_us: all.iter().map(|r| r.cpu_per_op_us).sum::<f64>() / 4.0,
-            };
-            row("SQLite C1 (mean of 4 runs)", mean, "commits/s", None);
+            let c1 = || async { sqlite_c1(&dir.path().join("c1.db")) };
+            let (w, s1, s64) = (open("w.db"), open("s1.db"), open("s64.db"));
+            let (w1, c1w, lo_w, hi_w) = interleaved(|| store_write_rate(w.clone()), c1).await;
+            let (r1, c1r1, lo_1, hi_1) = interleaved(|| sagas_per_sec(s1.clone(), 1), c1).await;
+            let (r64, c1r64, lo_64, hi_64) =
+                interleaved(|| sagas_per_sec(s64.clone(), 64), c1).await;
+            row(
+                "SQLite C1 (1-row commits, 1 client)",
+                mean(&[c1w, c1r1, c1r64]),
+                "commits/s",
+                None,
+            );
             println!(
-                "{:<46} {}",
-                "  C1 runs",
-                all.iter()
-                    .map(|r| format!("{:.0}", r.per_sec))
-                    .collect::<Vec<_>>()
-                    .join(" / ")
+                "{:<46} {:.0}..{:.0} / {:.0}..{:.0} / {:.0}..{:.0} commits/s",
+                "  C1 slowest..fastest slice, per pair", lo_w, hi_w, lo_1, hi_1, lo_64, hi_64
             );
             row(
                 "SQLite store writes (create + 3), 1 at a time",
                 w1,
                 "writes/s",
-                Some(("C1", around(c1a, c1b), 1.0)),
+                Some(("C1", c1w, 1.0)),
             );
             row(
                 "SQLite sagas/s, concurrency 1",
                 r1,
                 "sagas/s",
-                Some(("C1/4", around(c1b, c1c), 4.0)),
+                Some(("C1/4", c1r1, 4.0)),
             );
             row(
                 "SQLite sagas/s, concurrency 64",
                 r64,
                 "sagas/s",
-                Some(("C1/4", around(c1c, c1d), 4.0)),
+                Some(("C1/4", c1r64, 4.0)),
             );
             println!(
                 "targets: c=1 >= 0.80x C1/4, c=64 >= 5.00x C1/4; load average {}",
@@ -456,47 +495,45 @@ fn main() {
                     .await
                     .unwrap(),
             );
-            let c1a = pg_commit_rate(1).await;
-            let w1 = store_write_rate(store.clone()).await;
-            let c1b = pg_commit_rate(1).await;
-            let r1 = sagas_per_sec(store.clone(), 1).await;
-            let c1c = pg_commit_rate(1).await;
-            let c64a = pg_commit_rate(64).await;
-            let r64 = sagas_per_sec(store.clone(), 64).await;
-            let c64b = pg_commit_rate(64).await;
+            let (w1, c1w, lo_w, hi_w) =
+                interleaved(|| store_write_rate(store.clone()), || pg_commit_rate(1)).await;
+            let (r1, c1r1, lo_1, hi_1) =
+                interleaved(|| sagas_per_sec(store.clone(), 1), || pg_commit_rate(1)).await;
+            let (r64, c64, lo_64, hi_64) =
+                interleaved(|| sagas_per_sec(store.clone(), 64), || pg_commit_rate(64)).await;
             row(
-                "PostgreSQL C1 (mean of 3 runs)",
-                Rate {
-                    per_sec: (c1a.per_sec + c1b.per_sec + c1c.per_sec) / 3.0,
-                    cpu_per_op_us: (c1a.cpu_per_op_us + c1b.cpu_per_op_us + c1c.cpu_per_op_us)
-                        / 3.0,
-                },
+                "PostgreSQL C1 (1-row commits, 1 client)",
+                mean(&[c1w, c1r1]),
                 "commits/s",
                 None,
             );
             row(
-                "PostgreSQL C64 (mean of 2 runs)",
-                around(c64a, c64b),
+                "PostgreSQL C64 (1-row commits, 64 clients)",
+                c64,
                 "commits/s",
                 None,
+            );
+            println!(
+                "{:<46} {:.0}..{:.0} / {:.0}..{:.0} / {:.0}..{:.0} commits/s",
+                "  C1, C1, C64 slowest..fastest slice", lo_w, hi_w, lo_1, hi_1, lo_64, hi_64
             );
             row(
                 "PostgreSQL store writes (create + 3), 1 at a time",
                 w1,
                 "writes/s",
-                Some(("C1", around(c1a, c1b), 1.0)),
+                Some(("C1", c1w, 1.0)),
             );
             row(
                 "PostgreSQL sagas/s, concurrency 1",
                 r1,
                 "sagas/s",
-                Some(("C1/4", around(c1b, c1c), 4.0)),
+                Some(("C1/4", c1r1, 4.0)),
             );
             row(
                 "PostgreSQL sagas/s, concurrency 64",
                 r64,
                 "sagas/s",
-                Some(("C64/4", around(c64a, c64b), 4.0)),
+                Some(("C64/4", c64, 4.0)),
             );
             println!(
                 "targets: c=1 >= 0.80x C1/4, c=64 >= 1.00x C64/4; CPU is this process only \
