@@ -58,8 +58,10 @@ struct Sql {
 /// - [`claim`](SagaStore::claim) uses `FOR UPDATE SKIP LOCKED`: concurrent instances never
 ///   claim the same saga, and a crashed instance's sagas are taken over once its leases expire.
 ///   Instances find work by polling (no `LISTEN/NOTIFY` yet).
-/// - Writes from concurrent sagas are queued to a writer task that commits them in one
-///   transaction (group commit), each with its own fencing check and result.
+/// - A transition is one statement updating one row (the saga's recent history lives in its
+///   row and moves to a history table in chunks). Writes from concurrent sagas are queued to a
+///   writer task that commits them in one transaction (group commit) as set-based statements,
+///   each row with its own fencing check and result.
 ///
 /// Tables live in their own schema (created if missing), so tests and tenants can be isolated.
 ///
