@@ -845,3 +845,85 @@ impl SagaStore for PostgresStore {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const PG: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+
+    /// Tables made before history moved into the saga row: connecting adds the column, the
+    /// old history rows (one JSON event each) read back first, new events follow.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connects_to_tables_from_before_in_row_history() {
+        let schema = format!("saga_migrate_{}", uuid::Uuid::new_v4().simple());
+        let s = quote_ident(&schema);
+        let admin = connect_client(PG).await.unwrap();
+        admin
+            .batch_execute(&format!(
+                "CREATE SCHEMA {s};
+                 CREATE TABLE {s}.sagas (id UUID PRIMARY KEY, name TEXT NOT NULL,
+                    version BIGINT NOT NULL, def_key TEXT NOT NULL, status TEXT NOT NULL,
+                    compensating BOOLEAN NOT NULL, step BIGINT NOT NULL, attempt BIGINT NOT NULL,
+                    data TEXT NOT NULL, wake_at BIGINT, deadline BIGINT,
+                    cancel_requested BOOLEAN NOT NULL, error TEXT, owner TEXT,
+                    fence BIGINT NOT NULL, lease_until BIGINT NOT NULL,
+                    created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL);
+                 CREATE TABLE {s}.saga_history (saga_id UUID NOT NULL, seq BIGSERIAL,
+                    body TEXT NOT NULL, PRIMARY KEY (saga_id, seq));"
+            ))
+            .await
+            .unwrap();
+        let id = uuid::Uuid::new_v4();
+        admin
+            .execute(
+                &format!(
+                    "INSERT INTO {s}.sagas ({COLUMNS}, def_key) VALUES ($1, 'old', 1, \
+                     'running', false, 1, 0, '{{}}', NULL, NULL, false, NULL, 'me', 3, 0, 0, 0, \
+                     'old@v1')"
+                ),
+                &[&id],
+            )
+            .await
+            .unwrap();
+        for (at, event) in [(1, "started"), (2, "step_completed")] {
+            let body = serde_json::to_string(&HistoryEvent::new(at, event)).unwrap();
+            admin
+                .execute(
+                    &format!("INSERT INTO {s}.saga_history (saga_id, body) VALUES ($1, $2)"),
+                    &[&id, &body],
+                )
+                .await
+                .unwrap();
+        }
+        let store = PostgresStore::connect(PG, &schema).await.unwrap();
+        let mut rec = store.load(id).await.unwrap().unwrap();
+        rec.step = 2;
+        store
+            .write(&Transition {
+                expected_fence: 3,
+                record: rec.clone(),
+                event: HistoryEvent::new(3, "step_completed"),
+            })
+            .await
+            .unwrap();
+        let events: Vec<(i64, String)> = store
+            .history(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.at, e.event))
+            .collect();
+        store.drop_schema().await.unwrap();
+        assert_eq!(
+            events,
+            vec![
+                (1, "started".to_owned()),
+                (2, "step_completed".to_owned()),
+                (3, "step_completed".to_owned())
+            ]
+        );
+    }
+}
