@@ -19,6 +19,16 @@ async fn sqlite_store_conforms() {
     conformance::run_all(Arc::new(store)).await;
 }
 
+/// On a current-thread runtime every SQLite write goes through the writer thread (a write
+/// commits inline only on a multi-threaded runtime).
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "current_thread")]
+async fn sqlite_store_conforms_on_a_current_thread_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = archon_saga::SqliteStore::open(dir.path().join("sagas.db")).unwrap();
+    conformance::run_all(Arc::new(store)).await;
+}
+
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_conforms() {

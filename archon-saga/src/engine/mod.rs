@@ -27,8 +27,8 @@ use tracing::Instrument as _;
 use self::clock::{Clock, ms};
 pub use self::{listener::SagaListener, operator::SagaInspection};
 use crate::{
-    Error, HistoryEvent, Result, Saga, SagaData, SagaId, SagaRecord, SagaStatus, SagaStore,
-    WorkSignal, definition::SagaDef,
+    Error, HistoryEvent, Result, Saga, SagaData, SagaId, SagaRecord, SagaStore, WorkSignal,
+    definition::SagaDef,
 };
 
 struct Running {
@@ -46,7 +46,8 @@ pub(crate) struct Inner {
     max_concurrent: usize,
     clock: Clock,
     running: Mutex<HashMap<SagaId, Running>>,
-    events: broadcast::Sender<(SagaId, SagaStatus)>,
+    /// Sagas of this instance that ended (finished or parked), as written.
+    events: broadcast::Sender<Arc<SagaRecord>>,
     wake: Notify,
     /// Wake-up times (Unix ms) of sagas this instance released for a long retry wait: the
     /// poller claims at each of them, not at its next poll.
@@ -76,7 +77,11 @@ impl Inner {
     }
 
     fn notify(&self, record: &SagaRecord, event: &HistoryEvent) {
-        let _ = self.events.send((record.id, record.status));
+        // Only `wait` listens, and only for the end: every waiter wakes for every event sent,
+        // so sending each transition cost O(waiters) wake-ups per transition.
+        if !record.status.is_active() {
+            let _ = self.events.send(Arc::new(record.clone()));
+        }
         for l in &self.listeners {
             l.on_transition(record, event);
         }
@@ -375,13 +380,14 @@ impl Engine {
             if !rec.status.is_active() {
                 return Ok(rec);
             }
-            // Events from this instance are the fast path; polling covers other instances.
-            let _ = tokio::time::timeout(Duration::from_millis(250), async {
+            // Events from this instance are the fast path (they carry the record as written,
+            // so no second read); polling covers other instances.
+            let ended = tokio::time::timeout(Duration::from_millis(250), async {
                 loop {
                     match rx.recv().await {
-                        Ok((sid, status)) if sid == id && !status.is_active() => return,
+                        Ok(rec) if rec.id == id => return Some(rec),
                         Ok(_) => {}
-                        Err(broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(broadcast::error::RecvError::Lagged(_)) => return None,
                         Err(broadcast::error::RecvError::Closed) => {
                             std::future::pending::<()>().await;
                         }
@@ -389,6 +395,9 @@ impl Engine {
                 }
             })
             .await;
+            if let Ok(Some(rec)) = ended {
+                return Ok(Arc::unwrap_or_clone(rec));
+            }
         }
     }
 

@@ -14,7 +14,10 @@ use futures::future::join_all;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, NoTls, Row};
 
-use super::{HistoryEvent, ListQuery, SagaRecord, SagaStatus, SagaStore, Transition};
+use super::{
+    HistoryEvent, ListQuery, SagaRecord, SagaStatus, SagaStore, Transition,
+    record::{HISTORY_SPILL_BYTES, history_line, parse_history},
+};
 use crate::{Error, Result, SagaId};
 
 const BACKEND: &str = "postgres";
@@ -43,6 +46,9 @@ enum Cmd {
 struct Sql {
     create: String,
     write: String,
+    create_many: String,
+    write_many: String,
+    spill: String,
     claim: String,
     select: String,
 }
@@ -57,8 +63,10 @@ struct Sql {
 ///   unowned, lease released, timer already due); each engine listens on its own connection
 ///   and claims at once ([`SagaStore::work_signal`]). Polling is the fallback for what no
 ///   write announces (expired leases of a crashed instance, timers falling due later).
-/// - Writes from concurrent sagas are queued to a writer task that commits them in one
-///   transaction (group commit), each with its own fencing check and result.
+/// - A transition is one statement updating one row (the saga's recent history lives in its
+///   row and moves to a history table in chunks). Writes from concurrent sagas are queued to a
+///   writer task that commits them in one transaction (group commit) as set-based statements,
+///   each row with its own fencing check and result.
 ///
 /// Tables live in their own schema (created if missing), so tests and tenants can be isolated.
 ///
@@ -79,8 +87,7 @@ pub struct PostgresStore {
     sql: Arc<Sql>,
     load_stmt: tokio_postgres::Statement,
     renew_stmt: tokio_postgres::Statement,
-    create_stmt: tokio_postgres::Statement,
-    write_stmt: tokio_postgres::Statement,
+    stmts: Arc<Stmts>,
     /// Writes in flight: when none are, a write goes straight to the server (one round trip,
     /// no hand-off); when some are, it joins the writer task's next batch.
     in_flight: Arc<AtomicUsize>,
@@ -148,9 +155,12 @@ impl PostgresStore {
     pub async fn connect(config: &str, schema: &str) -> Result<Self> {
         let client = connect_client(config).await?;
         let s = quote_ident(schema);
-        // No index covers the columns every transition changes (step, data, updated_at,
-        // fence, lease), and pages keep free space: most transitions are HOT updates with no
-        // index maintenance. Listing by age sorts the rows of one status instead.
+        // One row per saga, its recent history included (`history`, JSON lines): a transition
+        // is one UPDATE of one row. No index covers the columns every transition changes
+        // (step, data, history, updated_at, fence, lease), and pages keep free space: most
+        // transitions are HOT updates with no index maintenance. Listing by age sorts the rows
+        // of one status instead. History longer than `HISTORY_SPILL_BYTES` moves to
+        // `saga_history` in chunks (see `spill`).
         client
             .batch_execute(&format!(
                 "CREATE SCHEMA IF NOT EXISTS {s};
@@ -172,7 +182,9 @@ impl PostgresStore {
                     fence BIGINT NOT NULL,
                     lease_until BIGINT NOT NULL,
                     created_at BIGINT NOT NULL,
-                    updated_at BIGINT NOT NULL) WITH (fillfactor = 70);
+                    updated_at BIGINT NOT NULL,
+                    history TEXT NOT NULL DEFAULT '') WITH (fillfactor = 70);
+                 ALTER TABLE {s}.sagas ADD COLUMN IF NOT EXISTS history TEXT NOT NULL DEFAULT '';
                  CREATE INDEX IF NOT EXISTS sagas_status_wake ON {s}.sagas(status, wake_at);
                  CREATE TABLE IF NOT EXISTS {s}.saga_history (
                     saga_id UUID NOT NULL,
@@ -185,19 +197,51 @@ impl PostgresStore {
         notify::install(&client, schema).await?;
         let sql = Arc::new(Sql {
             create: format!(
-                "WITH ins AS (INSERT INTO {s}.sagas ({COLUMNS}, def_key) VALUES \
-                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
-                 ON CONFLICT (id) DO NOTHING RETURNING id) \
-                 INSERT INTO {s}.saga_history (saga_id, body) SELECT id, $19 FROM ins"
+                "INSERT INTO {s}.sagas ({COLUMNS}, def_key, history) VALUES \
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+                 $19) ON CONFLICT (id) DO NOTHING"
             ),
+            // The history tail comes back only once it is long enough to spill.
             write: format!(
-                "WITH upd AS (UPDATE {s}.sagas SET status = $3, compensating = $4, step = $5, \
+                "UPDATE {s}.sagas SET status = $3, compensating = $4, step = $5, \
                  attempt = $6, data = $7, wake_at = $8, deadline = $9, \
                  cancel_requested = (cancel_requested OR $10), error = $11, owner = $12, \
-                 fence = $13, lease_until = $14, updated_at = $15 \
-                 WHERE id = $1 AND fence = $2 RETURNING id, cancel_requested), \
-                 h AS (INSERT INTO {s}.saga_history (saga_id, body) SELECT id, $16 FROM upd) \
-                 SELECT cancel_requested FROM upd"
+                 fence = $13, lease_until = $14, updated_at = $15, history = history || $16 \
+                 WHERE id = $1 AND fence = $2 \
+                 RETURNING cancel_requested, \
+                 CASE WHEN octet_length(history) > {HISTORY_SPILL_BYTES} THEN history END"
+            ),
+            // A batch's creates as one statement (arrays, one element per saga).
+            create_many: format!(
+                "INSERT INTO {s}.sagas ({COLUMNS}, def_key, history) \
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], \
+                 $5::bool[], $6::bigint[], $7::bigint[], $8::text[], $9::bigint[], $10::bigint[], \
+                 $11::bool[], $12::text[], $13::text[], $14::bigint[], $15::bigint[], \
+                 $16::bigint[], $17::bigint[], $18::text[], $19::text[]) \
+                 ON CONFLICT (id) DO NOTHING RETURNING id"
+            ),
+            // A batch's writes as one statement, each row with its own fencing check.
+            write_many: format!(
+                "UPDATE {s}.sagas s SET status = v.status, compensating = v.compensating, \
+                 step = v.step, attempt = v.attempt, data = v.data, wake_at = v.wake_at, \
+                 deadline = v.deadline, cancel_requested = (s.cancel_requested OR v.cancel), \
+                 error = v.error, owner = v.owner, fence = v.fence, lease_until = v.lease_until, \
+                 updated_at = v.updated_at, history = s.history || v.line \
+                 FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bool[], $5::bigint[], \
+                 $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], $10::bool[], $11::text[], \
+                 $12::text[], $13::bigint[], $14::bigint[], $15::bigint[], $16::text[]) \
+                 AS v(id, expected_fence, status, compensating, step, attempt, data, wake_at, \
+                 deadline, cancel, error, owner, fence, lease_until, updated_at, line) \
+                 WHERE s.id = v.id AND s.fence = v.expected_fence \
+                 RETURNING s.id, s.cancel_requested, \
+                 CASE WHEN octet_length(s.history) > {HISTORY_SPILL_BYTES} THEN s.history END"
+            ),
+            // Moves exactly the tail the writer saw (if it is still the row's prefix) to the
+            // history table, atomically: history content never changes, only where it lives.
+            spill: format!(
+                "WITH moved AS (UPDATE {s}.sagas SET history = substr(history, length($2) + 1) \
+                 WHERE id = $1 AND starts_with(history, $2) RETURNING id) \
+                 INSERT INTO {s}.saga_history (saga_id, body) SELECT id, $2 FROM moved"
             ),
             claim: format!(
                 "UPDATE {s}.sagas SET owner = $1, fence = fence + 1, lease_until = $3 \
@@ -222,8 +266,7 @@ impl PostgresStore {
             ))
             .await
             .map_err(db)?;
-        let create_stmt = client.prepare(&sql.create).await.map_err(db)?;
-        let write_stmt = client.prepare(&sql.write).await.map_err(db)?;
+        let stmts = Arc::new(Stmts::prepare(&client, &sql).await.map_err(db)?);
         let (tx, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..WRITERS {
@@ -232,8 +275,7 @@ impl PostgresStore {
         }
         Ok(Self {
             listen: notify::Listen::new(config, schema),
-            create_stmt,
-            write_stmt,
+            stmts,
             in_flight: Arc::new(AtomicUsize::new(0)),
             load_stmt,
             renew_stmt,
@@ -286,9 +328,9 @@ impl PostgresStore {
         }
         let _in_flight = InFlight(&self.in_flight);
         if self.in_flight.fetch_add(1, Ordering::SeqCst) == 0 {
-            return run_one(&self.client, &self.create_stmt, &self.write_stmt, &cmd)
-                .await
-                .map_err(db);
+            let applied = run_one(&self.client, &self.stmts, &cmd).await.map_err(db)?;
+            spill(&self.client, &self.stmts, &cmd, applied.spill).await;
+            return Ok(applied.outcome);
         }
         self.writes.send(cmd).map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
@@ -303,15 +345,41 @@ fn closed() -> Error {
     Error::backend(BACKEND, "writer task stopped")
 }
 
+/// The write statements, prepared once per connection.
+struct Stmts {
+    create: tokio_postgres::Statement,
+    write: tokio_postgres::Statement,
+    create_many: tokio_postgres::Statement,
+    write_many: tokio_postgres::Statement,
+    spill: tokio_postgres::Statement,
+}
+
+impl Stmts {
+    async fn prepare(client: &Client, sql: &Sql) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            create: client.prepare(&sql.create).await?,
+            write: client.prepare(&sql.write).await?,
+            create_many: client.prepare(&sql.create_many).await?,
+            write_many: client.prepare(&sql.write_many).await?,
+            spill: client.prepare(&sql.spill).await?,
+        })
+    }
+}
+
+/// What one create or write did: `outcome` is `Some(cancel flag)` if it applied, `None` if it
+/// did not (create: id taken; write: fence moved on); `spill` is the saga's in-row history
+/// when it has grown long enough to move to the history table.
+struct Applied {
+    outcome: Option<bool>,
+    spill: Option<String>,
+}
+
 async fn writer_loop(
     client: Client,
     rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Cmd>>>,
     sql: Arc<Sql>,
 ) {
-    let Ok(create) = client.prepare(&sql.create).await else {
-        return;
-    };
-    let Ok(write) = client.prepare(&sql.write).await else {
+    let Ok(stmts) = Stmts::prepare(&client, &sql).await else {
         return;
     };
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -321,24 +389,42 @@ async fn writer_loop(
         if rx.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return;
         }
-        let outcome = commit_batch(&client, &create, &write, &batch).await;
+        let outcome = commit_batch(&client, &stmts, &batch).await;
         for (cmd, res) in batch.drain(..).zip(outcome) {
+            let res = match res {
+                Ok(applied) => {
+                    spill(&client, &stmts, &cmd, applied.spill).await;
+                    Ok(applied.outcome)
+                }
+                Err(e) => Err(Error::backend(BACKEND, e)),
+            };
             let reply = match cmd {
                 Cmd::Create(_, _, reply) | Cmd::Write(_, _, reply) => reply,
             };
-            let _ = reply.send(res.map_err(|e| Error::backend(BACKEND, e)));
+            let _ = reply.send(res);
         }
+    }
+}
+
+/// Move a committed history tail to the history table (rare: once per
+/// `HISTORY_SPILL_BYTES` of history). Content-preserving, so it needs no fence and may fail:
+/// the tail then stays in the row and the next write offers it again.
+async fn spill(client: &Client, stmts: &Stmts, cmd: &Cmd, tail: Option<String>) {
+    let (Some(tail), Cmd::Write(t, _, _)) = (tail, cmd) else {
+        return;
+    };
+    if let Err(e) = client.execute(&stmts.spill, &[&t.record.id, &tail]).await {
+        tracing::warn!(error = %e, saga.id = %t.record.id, "moving saga history failed");
     }
 }
 
 async fn run_one(
     client: &Client,
-    create: &tokio_postgres::Statement,
-    write: &tokio_postgres::Statement,
+    stmts: &Stmts,
     cmd: &Cmd,
-) -> Result<Option<bool>, tokio_postgres::Error> {
+) -> Result<Applied, tokio_postgres::Error> {
     match cmd {
-        Cmd::Create(r, body, _) => {
+        Cmd::Create(r, line, _) => {
             let version = i64::from(r.version);
             let step = i64::from(r.step);
             let attempt = i64::from(r.attempt);
@@ -346,7 +432,7 @@ async fn run_one(
             let key = r.definition_key();
             let n = client
                 .execute(
-                    create,
+                    &stmts.create,
                     &[
                         &r.id,
                         &r.name,
@@ -366,20 +452,23 @@ async fn run_one(
                         &r.created_at,
                         &r.updated_at,
                         &key,
-                        body,
+                        line,
                     ],
                 )
                 .await?;
-            Ok::<_, tokio_postgres::Error>((n > 0).then_some(false))
+            Ok(Applied {
+                outcome: (n > 0).then_some(false),
+                spill: None,
+            })
         }
-        Cmd::Write(t, body, _) => {
+        Cmd::Write(t, line, _) => {
             let r = &t.record;
             let step = i64::from(r.step);
             let attempt = i64::from(r.attempt);
             let status = r.status.as_str();
             let row = client
                 .query_opt(
-                    write,
+                    &stmts.write,
                     &[
                         &r.id,
                         &t.expected_fence,
@@ -396,27 +485,196 @@ async fn run_one(
                         &r.fence,
                         &r.lease_until,
                         &r.updated_at,
-                        body,
+                        line,
                     ],
                 )
                 .await?;
-            row.map(|row| row.try_get::<_, bool>(0)).transpose()
+            let Some(row) = row else {
+                return Ok(Applied {
+                    outcome: None,
+                    spill: None,
+                });
+            };
+            Ok(Applied {
+                outcome: Some(row.try_get(0)?),
+                spill: row.try_get(1)?,
+            })
         }
     }
 }
 
-/// One transaction for the whole batch, statements pipelined. Per command: `Some(cancel flag)`
-/// if it applied, `None` if it did not (create: id taken; write: fence moved on).
+/// True if no saga appears twice in the batch (a set-based statement applies one change per
+/// row, so a second write of the same saga would be lost rather than fenced).
+fn distinct_ids(batch: &[Cmd]) -> bool {
+    let mut ids: Vec<SagaId> = batch
+        .iter()
+        .map(|c| match c {
+            Cmd::Create(r, _, _) => r.id,
+            Cmd::Write(t, _, _) => t.record.id,
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.windows(2).all(|w| w[0] != w[1])
+}
+
+/// The batch as (at most) two set-based statements, one for its creates and one for its
+/// writes, in one transaction, pipelined: one round trip, and the server plans and runs two
+/// statements instead of one per saga.
+async fn run_sets(
+    client: &Client,
+    stmts: &Stmts,
+    batch: &[Cmd],
+) -> Result<Vec<Applied>, tokio_postgres::Error> {
+    let creates: Vec<&SagaRecord> = batch
+        .iter()
+        .filter_map(|c| match c {
+            Cmd::Create(r, _, _) => Some(&**r),
+            Cmd::Write(..) => None,
+        })
+        .collect();
+    let writes: Vec<(&Transition, &str)> = batch
+        .iter()
+        .filter_map(|c| match c {
+            Cmd::Write(t, line, _) => Some((&**t, line.as_str())),
+            Cmd::Create(..) => None,
+        })
+        .collect();
+    let create_lines: Vec<&str> = batch
+        .iter()
+        .filter_map(|c| match c {
+            Cmd::Create(_, line, _) => Some(line.as_str()),
+            Cmd::Write(..) => None,
+        })
+        .collect();
+    let created = async {
+        if creates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let i64s = |f: fn(&SagaRecord) -> i64| creates.iter().map(|r| f(r)).collect::<Vec<_>>();
+        let keys: Vec<String> = creates.iter().map(|r| r.definition_key()).collect();
+        client
+            .query(
+                &stmts.create_many,
+                &[
+                    &creates.iter().map(|r| r.id).collect::<Vec<_>>(),
+                    &creates.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+                    &i64s(|r| i64::from(r.version)),
+                    &creates
+                        .iter()
+                        .map(|r| r.status.as_str())
+                        .collect::<Vec<_>>(),
+                    &creates.iter().map(|r| r.compensating).collect::<Vec<_>>(),
+                    &i64s(|r| i64::from(r.step)),
+                    &i64s(|r| i64::from(r.attempt)),
+                    &creates.iter().map(|r| r.data.as_str()).collect::<Vec<_>>(),
+                    &creates.iter().map(|r| r.wake_at).collect::<Vec<_>>(),
+                    &creates.iter().map(|r| r.deadline).collect::<Vec<_>>(),
+                    &creates
+                        .iter()
+                        .map(|r| r.cancel_requested)
+                        .collect::<Vec<_>>(),
+                    &creates
+                        .iter()
+                        .map(|r| r.error.as_deref())
+                        .collect::<Vec<_>>(),
+                    &creates
+                        .iter()
+                        .map(|r| r.owner.as_deref())
+                        .collect::<Vec<_>>(),
+                    &i64s(|r| r.fence),
+                    &i64s(|r| r.lease_until),
+                    &i64s(|r| r.created_at),
+                    &i64s(|r| r.updated_at),
+                    &keys,
+                    &create_lines,
+                ],
+            )
+            .await
+    };
+    let written = async {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let i64s = |f: fn(&Transition) -> i64| writes.iter().map(|(t, _)| f(t)).collect::<Vec<_>>();
+        let recs = || writes.iter().map(|(t, _)| &t.record);
+        client
+            .query(
+                &stmts.write_many,
+                &[
+                    &recs().map(|r| r.id).collect::<Vec<_>>(),
+                    &i64s(|t| t.expected_fence),
+                    &recs().map(|r| r.status.as_str()).collect::<Vec<_>>(),
+                    &recs().map(|r| r.compensating).collect::<Vec<_>>(),
+                    &i64s(|t| i64::from(t.record.step)),
+                    &i64s(|t| i64::from(t.record.attempt)),
+                    &recs().map(|r| r.data.as_str()).collect::<Vec<_>>(),
+                    &recs().map(|r| r.wake_at).collect::<Vec<_>>(),
+                    &recs().map(|r| r.deadline).collect::<Vec<_>>(),
+                    &recs().map(|r| r.cancel_requested).collect::<Vec<_>>(),
+                    &recs().map(|r| r.error.as_deref()).collect::<Vec<_>>(),
+                    &recs().map(|r| r.owner.as_deref()).collect::<Vec<_>>(),
+                    &i64s(|t| t.record.fence),
+                    &i64s(|t| t.record.lease_until),
+                    &i64s(|t| t.record.updated_at),
+                    &writes.iter().map(|(_, line)| *line).collect::<Vec<_>>(),
+                ],
+            )
+            .await
+    };
+    let (created, written) = if creates.is_empty() || writes.is_empty() {
+        // One statement is atomic on its own.
+        futures::join!(created, written)
+    } else {
+        let begin = client.batch_execute("BEGIN");
+        let commit = client.batch_execute("COMMIT");
+        let (b, created, written, c) = futures::join!(begin, created, written, commit);
+        let (created, written) = b.and_then(|()| Ok((created?, written?)))?;
+        c?;
+        (Ok(created), Ok(written))
+    };
+    let created: std::collections::HashSet<SagaId> = created?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+    let mut written: std::collections::HashMap<SagaId, Applied> = written?
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get(0)?,
+                Applied {
+                    outcome: Some(row.try_get(1)?),
+                    spill: row.try_get(2)?,
+                },
+            ))
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()?;
+    Ok(batch
+        .iter()
+        .map(|c| match c {
+            Cmd::Create(r, _, _) => Applied {
+                outcome: created.contains(&r.id).then_some(false),
+                spill: None,
+            },
+            Cmd::Write(t, _, _) => written.remove(&t.record.id).unwrap_or(Applied {
+                outcome: None,
+                spill: None,
+            }),
+        })
+        .collect())
+}
+
+/// One transaction for the whole batch, statements pipelined.
 async fn commit_batch(
     client: &Client,
-    create: &tokio_postgres::Statement,
-    write: &tokio_postgres::Statement,
+    stmts: &Stmts,
     batch: &[Cmd],
-) -> Vec<Result<Option<bool>, String>> {
-    let one = |cmd| run_one(client, create, write, cmd);
+) -> Vec<Result<Applied, String>> {
+    let one = |cmd| run_one(client, stmts, cmd);
     let result = if let [cmd] = batch {
-        // One statement (a single CTE) is atomic on its own: autocommit, one round trip.
+        // One statement is atomic on its own: autocommit, one round trip.
         one(cmd).await.map(|r| vec![r])
+    } else if distinct_ids(batch) {
+        run_sets(client, stmts, batch).await
     } else {
         // BEGIN, every statement and COMMIT are pipelined: one round trip for the batch.
         // A failed statement aborts the transaction (COMMIT then rolls back), and we report
@@ -437,15 +695,11 @@ async fn commit_batch(
     }
 }
 
-fn body_of(e: &HistoryEvent) -> Result<String> {
-    serde_json::to_string(e).map_err(Error::Encode)
-}
-
 #[async_trait]
 impl SagaStore for PostgresStore {
     async fn create(&self, record: &SagaRecord, event: &HistoryEvent) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        let cmd = Cmd::Create(Box::new(record.clone()), body_of(event)?, reply);
+        let cmd = Cmd::Create(Box::new(record.clone()), history_line(event)?, reply);
         match self.submit(cmd, rx).await? {
             Some(_) => Ok(()),
             None => Err(Error::AlreadyExists(record.id)),
@@ -456,7 +710,7 @@ impl SagaStore for PostgresStore {
         let (reply, rx) = oneshot::channel();
         let cmd = Cmd::Write(
             Box::new(transition.clone()),
-            body_of(&transition.event)?,
+            history_line(&transition.event)?,
             reply,
         );
         self.submit(cmd, rx)
@@ -539,23 +793,27 @@ impl SagaStore for PostgresStore {
     }
 
     async fn history(&self, id: SagaId) -> Result<Vec<HistoryEvent>> {
+        // One statement (one snapshot): spilled chunks in order, then the row's own tail.
         let rows = self
             .client
             .query(
                 &format!(
-                    "SELECT body FROM {} WHERE saga_id = $1 ORDER BY seq",
-                    self.t("saga_history")
+                    "SELECT body FROM (\
+                        SELECT seq AS k, body FROM {} WHERE saga_id = $1 \
+                        UNION ALL SELECT 9223372036854775807 AS k, history AS body \
+                        FROM {} WHERE id = $1) h ORDER BY k",
+                    self.t("saga_history"),
+                    self.t("sagas")
                 ),
                 &[&id],
             )
             .await
             .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                let body: String = r.try_get(0).map_err(db)?;
-                serde_json::from_str(&body).map_err(|e| Error::backend(BACKEND, e))
-            })
-            .collect()
+        let bodies = rows
+            .iter()
+            .map(|r| r.try_get::<_, String>(0).map_err(db))
+            .collect::<Result<Vec<_>>>()?;
+        parse_history(bodies.iter().map(String::as_str)).map_err(|e| Error::backend(BACKEND, e))
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<SagaRecord>> {
@@ -598,5 +856,87 @@ impl SagaStore for PostgresStore {
 
     async fn work_signal(&self) -> Result<Option<super::WorkSignal>> {
         self.listen.signal().await.map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const PG: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+
+    /// Tables made before history moved into the saga row: connecting adds the column, the
+    /// old history rows (one JSON event each) read back first, new events follow.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connects_to_tables_from_before_in_row_history() {
+        let schema = format!("saga_migrate_{}", uuid::Uuid::new_v4().simple());
+        let s = quote_ident(&schema);
+        let admin = connect_client(PG).await.unwrap();
+        admin
+            .batch_execute(&format!(
+                "CREATE SCHEMA {s};
+                 CREATE TABLE {s}.sagas (id UUID PRIMARY KEY, name TEXT NOT NULL,
+                    version BIGINT NOT NULL, def_key TEXT NOT NULL, status TEXT NOT NULL,
+                    compensating BOOLEAN NOT NULL, step BIGINT NOT NULL, attempt BIGINT NOT NULL,
+                    data TEXT NOT NULL, wake_at BIGINT, deadline BIGINT,
+                    cancel_requested BOOLEAN NOT NULL, error TEXT, owner TEXT,
+                    fence BIGINT NOT NULL, lease_until BIGINT NOT NULL,
+                    created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL);
+                 CREATE TABLE {s}.saga_history (saga_id UUID NOT NULL, seq BIGSERIAL,
+                    body TEXT NOT NULL, PRIMARY KEY (saga_id, seq));"
+            ))
+            .await
+            .unwrap();
+        let id = uuid::Uuid::new_v4();
+        admin
+            .execute(
+                &format!(
+                    "INSERT INTO {s}.sagas ({COLUMNS}, def_key) VALUES ($1, 'old', 1, \
+                     'running', false, 1, 0, '{{}}', NULL, NULL, false, NULL, 'me', 3, 0, 0, 0, \
+                     'old@v1')"
+                ),
+                &[&id],
+            )
+            .await
+            .unwrap();
+        for (at, event) in [(1, "started"), (2, "step_completed")] {
+            let body = serde_json::to_string(&HistoryEvent::new(at, event)).unwrap();
+            admin
+                .execute(
+                    &format!("INSERT INTO {s}.saga_history (saga_id, body) VALUES ($1, $2)"),
+                    &[&id, &body],
+                )
+                .await
+                .unwrap();
+        }
+        let store = PostgresStore::connect(PG, &schema).await.unwrap();
+        let mut rec = store.load(id).await.unwrap().unwrap();
+        rec.step = 2;
+        store
+            .write(&Transition {
+                expected_fence: 3,
+                record: rec.clone(),
+                event: HistoryEvent::new(3, "step_completed"),
+            })
+            .await
+            .unwrap();
+        let events: Vec<(i64, String)> = store
+            .history(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.at, e.event))
+            .collect();
+        store.drop_schema().await.unwrap();
+        assert_eq!(
+            events,
+            vec![
+                (1, "started".to_owned()),
+                (2, "step_completed".to_owned()),
+                (3, "step_completed".to_owned())
+            ]
+        );
     }
 }

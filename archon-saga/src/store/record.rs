@@ -162,9 +162,9 @@ impl SagaRecord {
 pub struct HistoryEvent {
     /// When (Unix ms).
     pub at: i64,
-    /// What happened: `started`, `step_completed`, `step_failed`, `retry_scheduled`,
-    /// `compensating`, `step_compensated`, `compensation_failed`, `parked`, `completed`,
-    /// `compensated`, `cancel_requested`, `operator_*`.
+    /// What happened: `started`, `step_completed`, `step_failed`, `step_interrupted`,
+    /// `retry_scheduled`, `compensating`, `step_compensated`, `compensation_failed`, `parked`,
+    /// `completed`, `compensated`, `cancel_requested`, `operator_*`.
     pub event: String,
     /// The step concerned, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -280,4 +280,32 @@ impl ListQuery {
             && self.updated_before.is_none_or(|t| r.updated_at < t)
             && self.name.as_deref().is_none_or(|n| n == r.name)
     }
+}
+
+/// In-row history tails longer than this (bytes) are moved to the history table on the next
+/// write, so a saga's row stays small (one page, no overflow or TOAST) however long it lives.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) const HISTORY_SPILL_BYTES: usize = 1024;
+
+/// One history event as stored: a JSON line (compact JSON never contains a raw newline).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn history_line(e: &HistoryEvent) -> crate::Result<String> {
+    let mut line = serde_json::to_string(e).map_err(crate::Error::Encode)?;
+    line.push('\n');
+    Ok(line)
+}
+
+/// Parse stored history text: spilled chunks (oldest first) then the in-row tail, each a
+/// sequence of JSON lines. An event written by an older version (one JSON object per row, no
+/// newline) parses the same way.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn parse_history<'a>(
+    chunks: impl IntoIterator<Item = &'a str>,
+) -> serde_json::Result<Vec<HistoryEvent>> {
+    chunks
+        .into_iter()
+        .flat_map(str::lines)
+        .filter(|l| !l.trim().is_empty())
+        .map(serde_json::from_str)
+        .collect()
 }

@@ -48,7 +48,9 @@ pub async fn run_all(store: Arc<dyn SagaStore>) {
     release_owner_frees_sagas_of_that_owner(&*store).await;
     list_filters_and_orders_oldest_first(&*store).await;
     unfinished_definitions_names_non_finished(&*store).await;
+    long_history_reads_back_whole_and_in_order(&*store).await;
     concurrent_writes_each_get_their_own_outcome(store.clone()).await;
+    concurrent_creates_and_writes_each_get_their_own_outcome(store.clone()).await;
     concurrent_claims_never_hand_out_a_saga_twice(store).await;
 }
 
@@ -100,6 +102,39 @@ async fn write_applies_and_appends_history_in_order(s: &dyn SagaStore) {
         .map(|e| e.event)
         .collect();
     assert_eq!(events, vec!["started", "one", "two"]);
+}
+
+/// Many transitions, some with long error texts (stores may keep recent history in the saga
+/// row and move older history elsewhere): every event comes back once, in order, and a
+/// refused write adds nothing.
+async fn long_history_reads_back_whole_and_in_order(s: &dyn SagaStore) {
+    let r = rec(&unique("longhist"), 0);
+    s.create(&r, &HistoryEvent::new(0, "started"))
+        .await
+        .unwrap();
+    let mut cur = r.clone();
+    let mut expected = vec![HistoryEvent::new(0, "started")];
+    for i in 1..=120_i64 {
+        let mut t = step(&cur, i, &format!("e{i}"));
+        let len = match i % 40 {
+            0 => 5_000,
+            7 => 1_500,
+            _ => usize::try_from(i).unwrap() * 3,
+        };
+        t.event.error = Some(format!("{i}:{}\n\"quoted\" é", "x".repeat(len)));
+        t.event.attempt = Some(u32::try_from(i).unwrap());
+        s.write(&t).await.unwrap();
+        expected.push(t.event.clone());
+        if i == 60 {
+            let mut stale = step(&t.record, i, "stale");
+            stale.expected_fence += 1;
+            assert!(matches!(s.write(&stale).await, Err(Error::LeaseLost(_))));
+        }
+        cur = t.record;
+    }
+    assert_eq!(s.history(r.id).await.unwrap(), expected);
+    assert_eq!(s.load(r.id).await.unwrap().unwrap(), cur);
+    assert!(s.history(Uuid::new_v4()).await.unwrap().is_empty());
 }
 
 async fn stale_fence_is_lease_lost_and_changes_nothing(s: &dyn SagaStore) {
@@ -332,6 +367,85 @@ async fn concurrent_writes_each_get_their_own_outcome(s: Arc<dyn SagaStore>) {
             assert_eq!(s.load(recs[i].id).await.unwrap().unwrap().step, 1);
             assert_eq!(s.history(recs[i].id).await.unwrap().len(), 2);
         }
+    }
+}
+
+/// Creates (some of taken ids) and writes (some stale, some twice for one saga) at once, as a
+/// group-committing store may batch them together: each gets its own outcome.
+async fn concurrent_creates_and_writes_each_get_their_own_outcome(s: Arc<dyn SagaStore>) {
+    let name = unique("mixed");
+    let mut existing = Vec::new();
+    for _ in 0..32 {
+        let r = rec(&name, 0);
+        s.create(&r, &HistoryEvent::new(0, "started"))
+            .await
+            .unwrap();
+        existing.push(r);
+    }
+    let fresh: Vec<SagaRecord> = (0..32).map(|_| rec(&name, 0)).collect();
+    let mut tasks = Vec::new();
+    for (i, r) in existing.iter().enumerate() {
+        let s2 = s.clone();
+        let mut t = step(r, 1, "w");
+        if i % 3 == 0 {
+            t.expected_fence += 1; // stale
+        }
+        tasks.push(tokio::spawn(async move { s2.write(&t).await.map(|_| ()) }));
+        if i % 8 == 1 {
+            // A second write of the same saga in flight at once, with the right fence.
+            let s2 = s.clone();
+            let mut t = step(r, 2, "w2");
+            t.record.step = 7;
+            tasks.push(tokio::spawn(async move { s2.write(&t).await.map(|_| ()) }));
+        }
+    }
+    for r in fresh.iter().chain(existing.iter().step_by(8)) {
+        let s2 = s.clone();
+        let r = r.clone();
+        tasks.push(tokio::spawn(async move {
+            s2.create(&r, &HistoryEvent::new(0, "started")).await
+        }));
+    }
+    let results: Vec<Result<(), Error>> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let mut k = 0;
+    for (i, r) in existing.iter().enumerate() {
+        let res = &results[k];
+        k += 1;
+        if i % 3 == 0 {
+            assert!(matches!(res, Err(Error::LeaseLost(_))), "{i}: {res:?}");
+        } else {
+            assert!(res.is_ok(), "{i}: {res:?}");
+        }
+        let mut events = 1 + usize::from(i % 3 != 0);
+        if i % 8 == 1 {
+            assert!(results[k].is_ok(), "{i}: {:?}", results[k]);
+            k += 1;
+            events += 1;
+        }
+        let stored = s.load(r.id).await.unwrap().unwrap();
+        let h = s.history(r.id).await.unwrap();
+        assert_eq!(h.len(), events, "{i}: {h:?}");
+        if i % 3 == 0 && i % 8 != 1 {
+            assert_eq!(stored.step, 0);
+        }
+    }
+    for r in &fresh {
+        assert!(results[k].is_ok(), "{:?}", results[k]);
+        k += 1;
+        assert_eq!(s.load(r.id).await.unwrap().unwrap(), *r);
+        assert_eq!(s.history(r.id).await.unwrap().len(), 1);
+    }
+    for r in existing.iter().step_by(8) {
+        assert!(
+            matches!(&results[k], Err(Error::AlreadyExists(id)) if *id == r.id),
+            "{:?}",
+            results[k]
+        );
+        k += 1;
     }
 }
 
