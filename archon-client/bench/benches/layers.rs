@@ -1,7 +1,7 @@
 //! Per-call cost of each layer and of the full stack over a no-op inner service, side by side
 //! with tower's own layers and tower-resilience 0.13, in one run.
 //!
-//! Run with: cargo bench -p archon-client --bench layers -- --warm-up-time 1 --measurement-time 3
+//! Run with: cargo bench -p archon-client-bench --bench layers -- --warm-up-time 1 --measurement-time 3
 //!
 //! After criterion's figures it prints a summary: every service timed in interleaved rounds and
 //! the targets as ratios of the medians (`ARCHON_SUMMARY_ONLY=1` prints only that).
