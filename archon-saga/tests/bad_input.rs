@@ -314,10 +314,9 @@ async fn sqlite_bad_input() {
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_bad_input() {
-    const PG: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
     let schema = format!("saga_bad_{}", Uuid::new_v4().simple());
     let store = Arc::new(
-        archon_saga::PostgresStore::connect(PG, &schema)
+        archon_saga::PostgresStore::connect(common::PG, &schema)
             .await
             .unwrap(),
     );
@@ -328,14 +327,14 @@ async fn postgres_bad_input() {
     .await;
     let schema2 = format!("saga_bad2_{}", Uuid::new_v4().simple());
     let store2 = Arc::new(
-        archon_saga::PostgresStore::connect(PG, &schema2)
+        archon_saga::PostgresStore::connect(common::PG, &schema2)
             .await
             .unwrap(),
     );
     unknown_definition_is_refused_at_start(store2.clone()).await;
     let schema3 = format!("saga_bad3_{}", Uuid::new_v4().simple());
     let store3 = Arc::new(
-        archon_saga::PostgresStore::connect(PG, &schema3)
+        archon_saga::PostgresStore::connect(common::PG, &schema3)
             .await
             .unwrap(),
     );

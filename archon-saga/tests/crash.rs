@@ -257,15 +257,13 @@ async fn sqlite_recovers_from_random_crashes() {
 mod pg {
     use super::*;
 
-    const PG: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
-
     fn postgres(schema: &str) -> Open {
         let schema = schema.to_owned();
         Box::new(move || {
             let schema = schema.clone();
             Box::pin(async move {
                 Arc::new(
-                    archon_saga::PostgresStore::connect(PG, &schema)
+                    archon_saga::PostgresStore::connect(common::PG, &schema)
                         .await
                         .unwrap(),
                 ) as Arc<dyn SagaStore>
@@ -274,7 +272,7 @@ mod pg {
     }
 
     async fn drop_schema(schema: &str) {
-        archon_saga::PostgresStore::connect(PG, schema)
+        archon_saga::PostgresStore::connect(common::PG, schema)
             .await
             .unwrap()
             .drop_schema()

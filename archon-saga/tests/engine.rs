@@ -763,10 +763,7 @@ fn slow_then_effect(
         Box::pin(async move {
             ledger.call(&ctx);
             tokio::time::sleep(Duration::from_secs(secs)).await;
-            let mut s = ledger.0.lock().unwrap();
-            if s.applied.insert(ctx.idempotency_key().to_owned()) {
-                s.order.push(ctx.idempotency_key().to_owned());
-            }
+            ledger.land(&ctx);
             Ok(n + 1)
         })
     }

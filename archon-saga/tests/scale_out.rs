@@ -14,8 +14,6 @@ use archon_saga::{
 use common::{Ledger, set};
 use uuid::Uuid;
 
-const PG: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
-
 fn slow_effect(
     ledger: &Ledger,
 ) -> impl Fn(StepContext, u32) -> futures::future::BoxFuture<'static, StepResult<u32>>
@@ -30,11 +28,7 @@ fn slow_effect(
             ledger.call(&ctx);
             tokio::time::sleep(Duration::from_millis(20 + u64::from(n % 3) * 10)).await;
             // The effect lands at the end of the call (a kill mid-call leaves no effect).
-            let mut s = ledger.0.lock().unwrap();
-            if s.applied.insert(ctx.idempotency_key().to_owned()) {
-                s.order.push(ctx.idempotency_key().to_owned());
-            }
-            drop(s);
+            ledger.land(&ctx);
             Ok(n)
         })
     }
@@ -96,8 +90,8 @@ async fn survivor_finishes_every_saga_after_the_other_instance_is_killed() {
     let schema = format!("saga_two_{}", Uuid::new_v4().simple());
     let ledger = Ledger::default();
     let saga = saga(&ledger, "two-instances");
-    let store_a = Arc::new(PostgresStore::connect(PG, &schema).await.unwrap());
-    let store_b = Arc::new(PostgresStore::connect(PG, &schema).await.unwrap());
+    let store_a = Arc::new(PostgresStore::connect(common::PG, &schema).await.unwrap());
+    let store_b = Arc::new(PostgresStore::connect(common::PG, &schema).await.unwrap());
     let a = instance(store_a.clone(), "a", &saga).await;
     let b = instance(store_b.clone(), "b", &saga).await;
     let mut ids = Vec::new();
@@ -146,8 +140,8 @@ async fn two_instances_share_unowned_work_without_running_anything_twice() {
     let schema = format!("saga_share_{}", Uuid::new_v4().simple());
     let ledger = Ledger::default();
     let saga = saga(&ledger, "shared");
-    let store_a = Arc::new(PostgresStore::connect(PG, &schema).await.unwrap());
-    let store_b = Arc::new(PostgresStore::connect(PG, &schema).await.unwrap());
+    let store_a = Arc::new(PostgresStore::connect(common::PG, &schema).await.unwrap());
+    let store_b = Arc::new(PostgresStore::connect(common::PG, &schema).await.unwrap());
     let mut ids = Vec::new();
     for i in 0..60u32 {
         let r = SagaRecord::new(Uuid::new_v4(), "shared", 1, i.to_string(), 0);
@@ -204,8 +198,8 @@ async fn cancel_through_another_instance_interrupts_the_running_step() {
         ))
         .build()
         .unwrap();
-    let store_a = Arc::new(PostgresStore::connect(PG, &schema).await.unwrap());
-    let store_b = Arc::new(PostgresStore::connect(PG, &schema).await.unwrap());
+    let store_a = Arc::new(PostgresStore::connect(common::PG, &schema).await.unwrap());
+    let store_b = Arc::new(PostgresStore::connect(common::PG, &schema).await.unwrap());
     let a = instance(store_a.clone(), "a", &saga).await;
     let b = instance(store_b.clone(), "b", &saga).await;
     let id = a.start_saga(&saga, 0).await.unwrap();

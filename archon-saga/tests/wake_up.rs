@@ -22,7 +22,6 @@ use archon_saga::{
 use common::{Ledger, abc_ok, effect};
 use uuid::Uuid;
 
-const PG: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
 const LONG_POLL: Duration = Duration::from_secs(30);
 const QUICK: Duration = Duration::from_secs(5);
 
@@ -67,10 +66,10 @@ async fn saga_inserted_by_another_writer_wakes_a_rarely_polling_instance() {
     let schema = format!("saga_wake_{}", Uuid::new_v4().simple());
     let ledger = Ledger::default();
     let saga = abc_ok(&ledger, "woken");
-    let store_b = Arc::new(PostgresStore::connect(PG, &schema).await.unwrap());
+    let store_b = Arc::new(PostgresStore::connect(common::PG, &schema).await.unwrap());
     let b = rare_poller(store_b.clone(), "b", &saga).await;
     // A third party (its own connection, no engine) inserts unowned work.
-    let writer = PostgresStore::connect(PG, &schema).await.unwrap();
+    let writer = PostgresStore::connect(common::PG, &schema).await.unwrap();
     let t0 = Instant::now();
     let ids = [
         insert_unowned(&writer, "woken").await,
@@ -94,9 +93,9 @@ async fn without_the_notify_trigger_a_rarely_polling_instance_misses_new_work() 
     let schema = format!("saga_nowake_{}", Uuid::new_v4().simple());
     let ledger = Ledger::default();
     let saga = abc_ok(&ledger, "unwoken");
-    let store_b = Arc::new(PostgresStore::connect(PG, &schema).await.unwrap());
+    let store_b = Arc::new(PostgresStore::connect(common::PG, &schema).await.unwrap());
     let b = rare_poller(store_b.clone(), "b", &saga).await;
-    let (client, conn) = tokio_postgres::connect(PG, tokio_postgres::NoTls)
+    let (client, conn) = tokio_postgres::connect(common::PG, tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(conn);
@@ -106,7 +105,7 @@ async fn without_the_notify_trigger_a_rarely_polling_instance_misses_new_work() 
         ))
         .await
         .unwrap();
-    let writer = PostgresStore::connect(PG, &schema).await.unwrap();
+    let writer = PostgresStore::connect(common::PG, &schema).await.unwrap();
     // Connecting re-installs the trigger; drop it again for this control.
     client
         .batch_execute(&format!(
@@ -150,7 +149,7 @@ async fn a_lease_released_by_an_operator_on_one_instance_wakes_the_other() {
         .build()
         .unwrap();
     // Instance A runs the saga until it parks, then stops.
-    let store_a = Arc::new(PostgresStore::connect(PG, &schema).await.unwrap());
+    let store_a = Arc::new(PostgresStore::connect(common::PG, &schema).await.unwrap());
     let a = Engine::builder(store_a.clone())
         .instance_id("a")
         .register(&saga)
@@ -162,7 +161,7 @@ async fn a_lease_released_by_an_operator_on_one_instance_wakes_the_other() {
     a.shutdown().await;
     // Instance B polls rarely. An operator console (an engine that is never started, so it
     // claims nothing) resumes the saga: the write releases it, NOTIFY wakes B.
-    let store_b = Arc::new(PostgresStore::connect(PG, &schema).await.unwrap());
+    let store_b = Arc::new(PostgresStore::connect(common::PG, &schema).await.unwrap());
     let b = rare_poller(store_b.clone(), "b", &saga).await;
     let console = Engine::builder(store_a.clone())
         .instance_id("console")
@@ -188,7 +187,7 @@ async fn owned_transitions_send_no_notifications() {
     let schema = format!("saga_quiet_{}", Uuid::new_v4().simple());
     let ledger = Ledger::default();
     let saga = abc_ok(&ledger, "quiet");
-    let store = Arc::new(PostgresStore::connect(PG, &schema).await.unwrap());
+    let store = Arc::new(PostgresStore::connect(common::PG, &schema).await.unwrap());
     let signal = store
         .work_signal()
         .await

@@ -8,6 +8,8 @@ mod postgres;
 mod record;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(all(test, any(feature = "sqlite", feature = "postgres")))]
+mod tests;
 mod wake;
 
 use async_trait::async_trait;

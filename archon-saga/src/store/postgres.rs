@@ -912,31 +912,8 @@ mod tests {
                 .unwrap();
         }
         let store = PostgresStore::connect(PG, &schema).await.unwrap();
-        let mut rec = store.load(id).await.unwrap().unwrap();
-        rec.step = 2;
-        store
-            .write(&Transition {
-                expected_fence: 3,
-                record: rec.clone(),
-                event: HistoryEvent::new(3, "step_completed"),
-            })
-            .await
-            .unwrap();
-        let events: Vec<(i64, String)> = store
-            .history(id)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| (e.at, e.event))
-            .collect();
+        let (events, _) = crate::store::tests::continue_old_saga(&store, id).await;
         store.drop_schema().await.unwrap();
-        assert_eq!(
-            events,
-            vec![
-                (1, "started".to_owned()),
-                (2, "step_completed".to_owned()),
-                (3, "step_completed".to_owned())
-            ]
-        );
+        assert_eq!(events, crate::store::tests::continued_history());
     }
 }

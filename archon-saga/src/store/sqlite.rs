@@ -678,31 +678,8 @@ mod tests {
             }
         }
         let store = SqliteStore::open(&path).unwrap();
-        let mut rec = store.load(id).await.unwrap().unwrap();
-        rec.step = 2;
-        store
-            .write(&Transition {
-                expected_fence: 3,
-                record: rec.clone(),
-                event: HistoryEvent::new(3, "step_completed"),
-            })
-            .await
-            .unwrap();
-        let events: Vec<(i64, String)> = store
-            .history(id)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| (e.at, e.event))
-            .collect();
-        assert_eq!(
-            events,
-            vec![
-                (1, "started".to_owned()),
-                (2, "step_completed".to_owned()),
-                (3, "step_completed".to_owned())
-            ]
-        );
+        let (events, rec) = crate::store::tests::continue_old_saga(&store, id).await;
+        assert_eq!(events, crate::store::tests::continued_history());
         assert_eq!(store.load(id).await.unwrap().unwrap(), rec);
     }
 }

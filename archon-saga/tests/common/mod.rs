@@ -15,6 +15,9 @@ use std::{
 
 use archon_saga::{Saga, SagaId, Step, StepContext, StepError, StepResult};
 
+/// The PostgreSQL the tests run against (schemas keep them apart).
+pub const PG: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+
 #[derive(Debug, Default)]
 pub struct LedgerState {
     /// Invocations per idempotency key.
@@ -40,9 +43,14 @@ impl Drop for ActiveGuard {
 }
 
 impl Ledger {
+    /// Count a call and apply its effect (deduped by key).
     pub fn apply(&self, ctx: &StepContext) {
+        self.call(ctx);
+        self.land(ctx);
+    }
+    /// Apply the effect of a call already counted with [`Ledger::call`] (deduped by key).
+    pub fn land(&self, ctx: &StepContext) {
         let mut s = self.0.lock().unwrap();
-        *s.calls.entry(ctx.idempotency_key().to_owned()).or_default() += 1;
         if s.applied.insert(ctx.idempotency_key().to_owned()) {
             s.order.push(ctx.idempotency_key().to_owned());
         }
