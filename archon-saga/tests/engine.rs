@@ -25,14 +25,20 @@ fn engine(store: &Arc<MemoryStore>, sagas: &[&Saga<u32>]) -> Engine {
     b.build().unwrap()
 }
 
+/// A memory store and a started engine for `saga`, with one instance of it started on `data`.
+async fn start_one(saga: &Saga<u32>, data: u32) -> (Arc<MemoryStore>, Engine, archon_saga::SagaId) {
+    let store = Arc::new(MemoryStore::new());
+    let e = engine(&store, &[saga]);
+    e.start().await.unwrap();
+    let id = e.start_saga(saga, data).await.unwrap();
+    (store, e, id)
+}
+
 #[tokio::test]
 async fn completes_three_steps_with_n_plus_one_writes() {
     let ledger = Ledger::default();
     let saga = abc_ok(&ledger, "ok");
-    let store = Arc::new(MemoryStore::new());
-    let e = engine(&store, &[&saga]);
-    e.start().await.unwrap();
-    let id = e.start_saga(&saga, 0).await.unwrap();
+    let (store, e, id) = start_one(&saga, 0).await;
     let r = e.wait(id).await.unwrap();
     assert_eq!(r.status, SagaStatus::Completed);
     assert_eq!(r.data, "3");
@@ -45,10 +51,7 @@ async fn completes_three_steps_with_n_plus_one_writes() {
 async fn business_failure_compensates_in_reverse_order() {
     let ledger = Ledger::default();
     let saga = abc_failing(&ledger, "fail");
-    let store = Arc::new(MemoryStore::new());
-    let e = engine(&store, &[&saga]);
-    e.start().await.unwrap();
-    let id = e.start_saga(&saga, 0).await.unwrap();
+    let (store, e, id) = start_one(&saga, 0).await;
     let r = e.wait(id).await.unwrap();
     assert_eq!(r.status, SagaStatus::Compensated);
     assert_eq!(
@@ -122,10 +125,7 @@ async fn transient_errors_retry_with_backoff_then_succeed() {
         .retriable(flaky(2, calls.clone()).retry(RetryPolicy::fixed(5, Duration::from_secs(1))))
         .build()
         .unwrap();
-    let store = Arc::new(MemoryStore::new());
-    let e = engine(&store, &[&saga]);
-    e.start().await.unwrap();
-    let id = e.start_saga(&saga, 0).await.unwrap();
+    let (_, e, id) = start_one(&saga, 0).await;
     let r = e.wait(id).await.unwrap();
     assert_eq!(r.status, SagaStatus::Completed);
     assert_eq!(calls.load(Ordering::SeqCst), 3);
@@ -141,10 +141,7 @@ async fn retriable_step_that_exhausts_its_policy_parks_and_skip_completes() {
         .retriable(flaky(100, calls.clone()).retry(RetryPolicy::fixed(3, Duration::from_secs(1))))
         .build()
         .unwrap();
-    let store = Arc::new(MemoryStore::new());
-    let e = engine(&store, &[&saga]);
-    e.start().await.unwrap();
-    let id = e.start_saga(&saga, 0).await.unwrap();
+    let (_, e, id) = start_one(&saga, 0).await;
     let r = e.wait(id).await.unwrap();
     assert_eq!(r.status, SagaStatus::Parked);
     assert_eq!(calls.load(Ordering::SeqCst), 3);
@@ -176,10 +173,7 @@ async fn parked_saga_resumed_through_the_operator_api_completes() {
         }))
         .build()
         .unwrap();
-    let store = Arc::new(MemoryStore::new());
-    let e = engine(&store, &[&saga]);
-    e.start().await.unwrap();
-    let id = e.start_saga(&saga, 7).await.unwrap();
+    let (_, e, id) = start_one(&saga, 7).await;
     let r = e.wait(id).await.unwrap();
     assert_eq!(r.status, SagaStatus::Parked);
     assert!(r.error.unwrap().contains("misconfigured"));
@@ -212,10 +206,7 @@ async fn timeout_counts_as_transient_and_exhaustion_compensates() {
         )
         .build()
         .unwrap();
-    let store = Arc::new(MemoryStore::new());
-    let e = engine(&store, &[&saga]);
-    e.start().await.unwrap();
-    let id = e.start_saga(&saga, 0).await.unwrap();
+    let (_, e, id) = start_one(&saga, 0).await;
     let r = e.wait(id).await.unwrap();
     assert_eq!(r.status, SagaStatus::Compensated);
     assert_eq!(ledger.applied_for(id), set(&["a", "a/compensate"]));
@@ -244,10 +235,7 @@ async fn step_panic_counts_as_failure_and_compensates() {
         ))
         .build()
         .unwrap();
-    let store = Arc::new(MemoryStore::new());
-    let e = engine(&store, &[&saga]);
-    e.start().await.unwrap();
-    let id = e.start_saga(&saga, 0).await.unwrap();
+    let (_, e, id) = start_one(&saga, 0).await;
     let r = e.wait(id).await.unwrap();
     assert_eq!(r.status, SagaStatus::Compensated);
     assert!(r.error.unwrap().contains("kaboom"));
@@ -309,10 +297,7 @@ async fn saga_deadline_compensates_instead_of_starting_late_steps() {
         ))
         .build()
         .unwrap();
-    let store = Arc::new(MemoryStore::new());
-    let e = engine(&store, &[&saga]);
-    e.start().await.unwrap();
-    let id = e.start_saga(&saga, 0).await.unwrap();
+    let (_, e, id) = start_one(&saga, 0).await;
     let r = e.wait(id).await.unwrap();
     assert_eq!(r.status, SagaStatus::Compensated);
     assert_eq!(r.error.as_deref(), Some("deadline exceeded"));
@@ -335,10 +320,7 @@ async fn cancellation_still_runs_the_compensations() {
         .pivot(Step::pivot("p", effect(&ledger)))
         .build()
         .unwrap();
-    let store = Arc::new(MemoryStore::new());
-    let e = engine(&store, &[&saga]);
-    e.start().await.unwrap();
-    let id = e.start_saga(&saga, 0).await.unwrap();
+    let (_, e, id) = start_one(&saga, 0).await;
     tokio::time::sleep(Duration::from_secs(12)).await;
     e.cancel(id).await.unwrap();
     let r = e.wait(id).await.unwrap();
@@ -361,10 +343,7 @@ async fn cancel_after_the_pivot_is_refused() {
         )
         .build()
         .unwrap();
-    let store = Arc::new(MemoryStore::new());
-    let e = engine(&store, &[&saga]);
-    e.start().await.unwrap();
-    let id = e.start_saga(&saga, 0).await.unwrap();
+    let (_, e, id) = start_one(&saga, 0).await;
     assert_eq!(e.wait(id).await.unwrap().status, SagaStatus::Parked);
     assert!(matches!(
         e.cancel(id).await,
@@ -406,10 +385,7 @@ async fn failing_compensation_parks_and_retry_now_finishes_it() {
         ))
         .build()
         .unwrap();
-    let store = Arc::new(MemoryStore::new());
-    let e = engine(&store, &[&saga]);
-    e.start().await.unwrap();
-    let id = e.start_saga(&saga, 0).await.unwrap();
+    let (_, e, id) = start_one(&saga, 0).await;
     let r = e.wait(id).await.unwrap();
     assert_eq!(r.status, SagaStatus::Parked);
     assert!(r.compensating);
@@ -441,10 +417,7 @@ async fn force_compensation_of_a_parked_saga_compensates_it() {
         ))
         .build()
         .unwrap();
-    let store = Arc::new(MemoryStore::new());
-    let e = engine(&store, &[&saga]);
-    e.start().await.unwrap();
-    let id = e.start_saga(&saga, 0).await.unwrap();
+    let (_, e, id) = start_one(&saga, 0).await;
     assert_eq!(e.wait(id).await.unwrap().status, SagaStatus::Parked);
     e.force_compensation(id).await.unwrap();
     assert_eq!(e.wait(id).await.unwrap().status, SagaStatus::Compensated);
@@ -722,10 +695,7 @@ async fn operator_cancel_interrupts_a_running_step_and_compensates_it() {
         .pivot(Step::pivot("p", effect(&ledger)))
         .build()
         .unwrap();
-    let store = Arc::new(MemoryStore::new());
-    let e = engine(&store, &[&saga]);
-    e.start().await.unwrap();
-    let id = e.start_saga(&saga, 0).await.unwrap();
+    let (_, e, id) = start_one(&saga, 0).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(started.load(Ordering::SeqCst), 1, "the step is running");
     assert_eq!(dropped.load(Ordering::SeqCst), 0);
@@ -816,10 +786,7 @@ async fn a_running_pivot_is_not_interrupted_by_the_deadline() {
         .retriable(Step::retriable("ship", effect(&ledger)))
         .build()
         .unwrap();
-    let store = Arc::new(MemoryStore::new());
-    let e = engine(&store, &[&saga]);
-    e.start().await.unwrap();
-    let id = e.start_saga(&saga, 0).await.unwrap();
+    let (_, e, id) = start_one(&saga, 0).await;
     let r = wait_bounded(&e, id).await;
     // The pivot's outcome decides: it succeeded after the deadline, so the saga goes forward.
     assert_eq!(r.status, SagaStatus::Completed);
