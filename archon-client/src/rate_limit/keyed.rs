@@ -11,11 +11,10 @@ use std::time::Duration;
 use archon_core::BoxError;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{InvalidRateLimit, RateLimitConfig, RateLimited, ResponseFuture, State, Waiting};
+use super::{InvalidRateLimit, RateLimitConfig, ResponseFuture, admit};
 
 /// Keys kept at most by default; beyond that, new keys share one overflow quota.
 const DEFAULT_MAX_KEYS: usize = 10_000;
@@ -526,34 +525,10 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let key = (self.layer.key)(&req);
-        match self.layer.limiter.check(&key) {
-            Ok(()) => ResponseFuture::new(State::Running {
-                future: self.inner.call(req),
-            }),
-            Err(wait) if wait > self.layer.max_wait => {
-                ResponseFuture::new(State::Rejected { wait })
-            }
-            Err(_) => {
-                let clone = self.inner.clone();
-                let service = std::mem::replace(&mut self.inner, clone);
-                let limiter = self.layer.limiter.clone();
-                let max_wait = self.layer.max_wait;
-                let future: Waiting<S::Response> = Box::pin(async move {
-                    let give_up = Instant::now() + max_wait;
-                    loop {
-                        match limiter.check(&key) {
-                            Ok(()) => break,
-                            Err(wait) if Instant::now() + wait > give_up => {
-                                return Err(RateLimited::new(wait).into());
-                            }
-                            Err(wait) => tokio::time::sleep(wait).await,
-                        }
-                    }
-                    service.oneshot(req).await.map_err(Into::into)
-                });
-                ResponseFuture::new(State::Waiting { future })
-            }
-        }
+        let limiter = self.layer.limiter.clone();
+        admit(&mut self.inner, req, self.layer.max_wait, move || {
+            limiter.check(&key)
+        })
     }
 }
 

@@ -218,32 +218,50 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.shared.check() {
-            Ok(()) => ResponseFuture::new(State::Running {
-                future: self.inner.call(req),
-            }),
-            Err(wait) if wait > self.shared.max_wait => {
-                ResponseFuture::new(State::Rejected { wait })
-            }
-            Err(_) => {
-                let clone = self.inner.clone();
-                let service = std::mem::replace(&mut self.inner, clone);
-                let shared = self.shared.clone();
-                let future: Waiting<S::Response> = Box::pin(async move {
-                    let give_up = tokio::time::Instant::now() + shared.max_wait;
-                    loop {
-                        match shared.check() {
-                            Ok(()) => break,
-                            Err(wait) if tokio::time::Instant::now() + wait > give_up => {
-                                return Err(RateLimited::new(wait).into());
-                            }
-                            Err(wait) => tokio::time::sleep(wait).await,
+        let shared = self.shared.clone();
+        admit(&mut self.inner, req, self.shared.max_wait, move || {
+            shared.check()
+        })
+    }
+}
+
+/// Pass `req` to `inner` through a limiter's `check` (`Ok` = admitted and counted, `Err` = the
+/// wait until the next slot): at once, rejected with [`RateLimited`] when the wait is longer
+/// than `max_wait`, or after waiting (checking again at each slot) up to `max_wait`.
+fn admit<S, Req>(
+    inner: &mut S,
+    req: Req,
+    max_wait: Duration,
+    check: impl Fn() -> Result<(), Duration> + Send + 'static,
+) -> ResponseFuture<S::Future, S::Response>
+where
+    S: Service<Req> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    Req: Send + 'static,
+{
+    match check() {
+        Ok(()) => ResponseFuture::new(State::Running {
+            future: inner.call(req),
+        }),
+        Err(wait) if wait > max_wait => ResponseFuture::new(State::Rejected { wait }),
+        Err(_) => {
+            let clone = inner.clone();
+            let service = std::mem::replace(inner, clone);
+            let future: Waiting<S::Response> = Box::pin(async move {
+                let give_up = tokio::time::Instant::now() + max_wait;
+                loop {
+                    match check() {
+                        Ok(()) => break,
+                        Err(wait) if tokio::time::Instant::now() + wait > give_up => {
+                            return Err(RateLimited::new(wait).into());
                         }
+                        Err(wait) => tokio::time::sleep(wait).await,
                     }
-                    service.oneshot(req).await.map_err(Into::into)
-                });
-                ResponseFuture::new(State::Waiting { future })
-            }
+                }
+                service.oneshot(req).await.map_err(Into::into)
+            });
+            ResponseFuture::new(State::Waiting { future })
         }
     }
 }
