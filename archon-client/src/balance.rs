@@ -58,6 +58,16 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// One endpoint of a [`balanced`] set: its breaker, a pending-requests load, and ejection.
 pub type Endpoint<S> = EjectOnOpen<PendingRequests<CircuitBreaker<S>>>;
 
+/// `svc` as one endpoint of a balanced set: behind `handle`'s breaker, loaded by its pending
+/// requests, ejected while the breaker is open.
+fn endpoint_with<S>(svc: S, handle: CircuitBreakerHandle) -> Endpoint<S> {
+    let guarded = CircuitBreaker::new(svc, handle.clone());
+    EjectOnOpen::new(
+        PendingRequests::new(guarded, CompleteOnResponse::default()),
+        handle,
+    )
+}
+
 /// A balancer over endpoints, as built by [`balanced`].
 pub type Balanced<S, Req> = Balance<ServiceList<Vec<Endpoint<S>>>, Req>;
 
@@ -79,11 +89,7 @@ where
     let mut list = Vec::new();
     for (endpoint, svc) in endpoints {
         let handle = CircuitBreakerHandle::new(format!("{name}:{endpoint}"), breaker.clone())?;
-        let guarded = CircuitBreaker::new(svc, handle.clone());
-        list.push(EjectOnOpen::new(
-            PendingRequests::new(guarded, CompleteOnResponse::default()),
-            handle,
-        ));
+        list.push(endpoint_with(svc, handle));
     }
     Ok(Balance::new(ServiceList::new::<Req>(list)))
 }
@@ -213,14 +219,7 @@ where
                     format!("{name}:{addr}").into(),
                     breaker.clone(),
                 );
-                let guarded = CircuitBreaker::new(svc, handle.clone());
-                Change::Insert(
-                    addr,
-                    EjectOnOpen::new(
-                        PendingRequests::new(guarded, CompleteOnResponse::default()),
-                        handle,
-                    ),
-                )
+                Change::Insert(addr, endpoint_with(svc, handle))
             }
             Change::Remove(addr) => Change::Remove(addr),
         })
@@ -571,11 +570,7 @@ impl BalanceConfig {
                     breaker.clone(),
                 );
                 set.insert(key, handle.clone());
-                let guarded = CircuitBreaker::new(svc, handle.clone());
-                EjectOnOpen::new(
-                    PendingRequests::new(guarded, CompleteOnResponse::default()),
-                    handle,
-                )
+                endpoint_with(svc, handle)
             }
         };
         let endpoints: Changes<Endpoint<S>> = match &self.dns {
