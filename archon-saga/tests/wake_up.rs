@@ -1,7 +1,8 @@
 //! PostgreSQL `LISTEN/NOTIFY`: an instance that polls rarely still claims new work at once
 //! when a write announces it. Each test gives the instance a 30 s poll interval and expects
-//! the work done within a few seconds; a control test drops the trigger and sees the same
-//! instance miss the work, so the others pass only thanks to the notifications.
+//! the work done within a few seconds; a control test leaves claimable work unannounced (an
+//! expired lease) and sees the same instance miss it, so the others pass only thanks to the
+//! notifications.
 #![cfg(feature = "postgres")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -40,6 +41,20 @@ async fn rare_poller(store: Arc<PostgresStore>, id: &str, saga: &Saga<u32>) -> E
 
 async fn insert_unowned(store: &PostgresStore, name: &str) -> Uuid {
     let r = SagaRecord::new(Uuid::new_v4(), name, 1, "0".to_owned(), 0);
+    store
+        .create(&r, &HistoryEvent::new(0, "started"))
+        .await
+        .unwrap();
+    r.id
+}
+
+/// A saga owned by `owner` with its lease until `lease_until` (Unix ms): claimable once that
+/// passes, but nothing announces it.
+async fn insert_owned(store: &PostgresStore, name: &str, owner: &str, lease_until: i64) -> Uuid {
+    let mut r = SagaRecord::new(Uuid::new_v4(), name, 1, "0".to_owned(), 0);
+    r.owner = Some(owner.to_owned());
+    r.fence = 1;
+    r.lease_until = lease_until;
     store
         .create(&r, &HistoryEvent::new(0, "started"))
         .await
@@ -89,31 +104,17 @@ async fn saga_inserted_by_another_writer_wakes_a_rarely_polling_instance() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_the_notify_trigger_a_rarely_polling_instance_misses_new_work() {
+async fn work_nobody_announces_waits_for_the_poll() {
+    // The control: a saga whose owner died (lease expired) is claimable but no write
+    // announced it, so the rarely polling instance does not see it within seconds. The other
+    // tests here finish within seconds only because their writes were announced.
     let schema = format!("saga_nowake_{}", Uuid::new_v4().simple());
     let ledger = Ledger::default();
     let saga = abc_ok(&ledger, "unwoken");
     let store_b = Arc::new(PostgresStore::connect(common::PG, &schema).await.unwrap());
     let b = rare_poller(store_b.clone(), "b", &saga).await;
-    let (client, conn) = tokio_postgres::connect(common::PG, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
-        .batch_execute(&format!(
-            "DROP TRIGGER archon_saga_work_v1 ON \"{schema}\".sagas"
-        ))
-        .await
-        .unwrap();
     let writer = PostgresStore::connect(common::PG, &schema).await.unwrap();
-    // Connecting re-installs the trigger; drop it again for this control.
-    client
-        .batch_execute(&format!(
-            "DROP TRIGGER archon_saga_work_v1 ON \"{schema}\".sagas"
-        ))
-        .await
-        .unwrap();
-    let id = insert_unowned(&writer, "unwoken").await;
+    let id = insert_owned(&writer, "unwoken", "dead", 0).await;
     assert!(
         finished_within(&*store_b, id, Duration::from_secs(3))
             .await
@@ -122,6 +123,72 @@ async fn without_the_notify_trigger_a_rarely_polling_instance_misses_new_work() 
     );
     b.shutdown().await;
     writer.drop_schema().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn released_leases_of_an_instance_are_announced() {
+    // An instance restarting under its id releases its previous incarnation's leases (here a
+    // third party calls the same store method): the sagas become claimable, the release
+    // announces them, and the rarely polling instance takes them at once.
+    let schema = format!("saga_release_{}", Uuid::new_v4().simple());
+    let ledger = Ledger::default();
+    let saga = abc_ok(&ledger, "released");
+    let store_b = Arc::new(PostgresStore::connect(common::PG, &schema).await.unwrap());
+    let b = rare_poller(store_b.clone(), "b", &saga).await;
+    let writer = PostgresStore::connect(common::PG, &schema).await.unwrap();
+    let far = i64::MAX / 2;
+    let ids = [
+        insert_owned(&writer, "released", "gone", far).await,
+        insert_owned(&writer, "released", "gone", far).await,
+    ];
+    assert_eq!(writer.release_owner("gone").await.unwrap(), 2);
+    for id in ids {
+        let r = finished_within(&*store_b, id, QUICK)
+            .await
+            .expect("claimed only thanks to NOTIFY (the poll interval is 30 s)");
+        assert_eq!(r.status, SagaStatus::Completed);
+    }
+    b.shutdown().await;
+    writer.drop_schema().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_drops_an_earlier_versions_notify_trigger() {
+    // Earlier versions announced work with a row trigger that every write paid for.
+    let schema = format!("saga_oldtrig_{}", Uuid::new_v4().simple());
+    let store = PostgresStore::connect(common::PG, &schema).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(common::PG, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!(
+            "CREATE FUNCTION \"{schema}\".archon_saga_notify() RETURNS trigger
+                LANGUAGE plpgsql AS $f$ BEGIN PERFORM pg_notify(TG_ARGV[0], NEW.def_key);
+                RETURN NULL; END $f$;
+             CREATE TRIGGER archon_saga_work_v1 AFTER INSERT OR UPDATE ON \"{schema}\".sagas
+                FOR EACH ROW EXECUTE FUNCTION \"{schema}\".archon_saga_notify('x');"
+        ))
+        .await
+        .unwrap();
+    let triggers = || async {
+        let n: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = $1 AND NOT t.tgisinternal",
+                &[&schema],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        n
+    };
+    assert_eq!(triggers().await, 1);
+    let again = PostgresStore::connect(common::PG, &schema).await.unwrap();
+    assert_eq!(triggers().await, 0, "connecting dropped the old trigger");
+    drop(again);
+    store.drop_schema().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

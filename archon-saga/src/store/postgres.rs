@@ -43,6 +43,41 @@ enum Cmd {
     ),
 }
 
+impl Cmd {
+    /// The definition key to announce (`NOTIFY`) once this write has committed, if it makes
+    /// its saga claimable right now: unowned, running or compensating, and no timer pending
+    /// or one already due at `now_ms`. An owned saga's transitions are never announced.
+    fn announced(&self, now_ms: i64) -> Option<String> {
+        let r = match self {
+            Cmd::Create(r, _, _) => &**r,
+            Cmd::Write(t, _, _) => &t.record,
+        };
+        (r.owner.is_none() && r.status.is_active() && r.wake_at.is_none_or(|w| w <= now_ms))
+            .then(|| r.definition_key())
+    }
+}
+
+/// Now as Unix milliseconds (the wall clock: other instances compare wake-up times with it).
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Send one notification per distinct key on the schema's channel (after the writes that made
+/// the work claimable have committed). Best effort: a lost notification leaves the work to
+/// polling.
+async fn announce(client: &Client, sql: &Sql, mut keys: Vec<String>) {
+    if keys.is_empty() {
+        return;
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    if let Err(e) = client.execute(&sql.announce, &[&sql.channel, &keys]).await {
+        tracing::warn!(error = %e, "announcing claimable sagas failed; polling will find them");
+    }
+}
+
 struct Sql {
     create: String,
     write: String,
@@ -51,6 +86,13 @@ struct Sql {
     spill: String,
     claim: String,
     select: String,
+    /// `NOTIFY` on `channel` once per key of an array.
+    announce: String,
+    /// Release an instance's leases and announce the sagas that became claimable, in one
+    /// statement (the notifications go out when it commits).
+    release_owner: String,
+    /// The schema's `LISTEN/NOTIFY` channel.
+    channel: String,
 }
 
 /// A [`SagaStore`] on PostgreSQL, for one or several orchestrator instances.
@@ -59,8 +101,8 @@ struct Sql {
 ///   so an instance that lost its lease can never overwrite the new owner's progress.
 /// - [`claim`](SagaStore::claim) uses `FOR UPDATE SKIP LOCKED`: concurrent instances never
 ///   claim the same saga, and a crashed instance's sagas are taken over once its leases expire.
-///   A trigger sends a `NOTIFY` when a write makes a saga claimable right now (inserted
-///   unowned, lease released, timer already due); each engine listens on its own connection
+///   The store sends a `NOTIFY` after committing a write that makes a saga claimable right
+///   now (inserted unowned, lease released, timer already due); each engine listens on its own connection
 ///   and claims at once ([`SagaStore::work_signal`]). Polling is the fallback for what no
 ///   write announces (expired leases of a crashed instance, timers falling due later).
 /// - A transition is one statement updating one row (the saga's recent history lives in its
@@ -194,7 +236,7 @@ impl PostgresStore {
             ))
             .await
             .map_err(db)?;
-        notify::install(&client, schema).await?;
+        notify::drop_old_trigger(&client, schema).await?;
         let sql = Arc::new(Sql {
             create: format!(
                 "INSERT INTO {s}.sagas ({COLUMNS}, def_key, history) VALUES \
@@ -255,6 +297,16 @@ impl PostgresStore {
                  RETURNING {COLUMNS}"
             ),
             select: format!("SELECT {COLUMNS} FROM {s}.sagas"),
+            announce: "SELECT pg_notify($1, k) FROM unnest($2::text[]) AS k".to_owned(),
+            release_owner: format!(
+                "WITH released AS (UPDATE {s}.sagas SET owner = NULL WHERE owner = $1 \
+                    RETURNING def_key, status, wake_at), \
+                 announced AS (SELECT pg_notify($2, k) FROM (SELECT DISTINCT def_key AS k \
+                    FROM released WHERE status IN ('running', 'compensating') \
+                    AND (wake_at IS NULL OR wake_at <= $3)) d) \
+                 SELECT (SELECT count(*) FROM released), (SELECT count(*) FROM announced)"
+            ),
+            channel: notify::channel(schema),
         });
         let load_stmt = client
             .prepare(&format!("{} WHERE id = $1", sql.select))
@@ -330,6 +382,11 @@ impl PostgresStore {
         if self.in_flight.fetch_add(1, Ordering::SeqCst) == 0 {
             let applied = run_one(&self.client, &self.stmts, &cmd).await.map_err(db)?;
             spill(&self.client, &self.stmts, &cmd, applied.spill).await;
+            if applied.outcome.is_some()
+                && let Some(key) = cmd.announced(unix_ms())
+            {
+                announce(&self.client, &self.sql, vec![key]).await;
+            }
             return Ok(applied.outcome);
         }
         self.writes.send(cmd).map_err(|_| closed())?;
@@ -390,6 +447,22 @@ async fn writer_loop(
             return;
         }
         let outcome = commit_batch(&client, &stmts, &batch).await;
+        let now = unix_ms();
+        let keys = batch
+            .iter()
+            .zip(&outcome)
+            .filter(|(_, res)| {
+                matches!(
+                    res,
+                    Ok(Applied {
+                        outcome: Some(_),
+                        ..
+                    })
+                )
+            })
+            .filter_map(|(cmd, _)| cmd.announced(now))
+            .collect();
+        announce(&client, &sql, keys).await;
         for (cmd, res) in batch.drain(..).zip(outcome) {
             let res = match res {
                 Ok(applied) => {
@@ -752,16 +825,16 @@ impl SagaStore for PostgresStore {
     }
 
     async fn release_owner(&self, owner: &str) -> Result<u64> {
-        self.client
-            .execute(
-                &format!(
-                    "UPDATE {} SET owner = NULL WHERE owner = $1",
-                    self.t("sagas")
-                ),
-                &[&owner],
+        let row = self
+            .client
+            .query_one(
+                &self.sql.release_owner,
+                &[&owner, &self.sql.channel, &unix_ms()],
             )
             .await
-            .map_err(db)
+            .map_err(db)?;
+        let released: i64 = row.try_get(0).map_err(db)?;
+        Ok(u64::try_from(released).unwrap_or(0))
     }
 
     async fn request_cancel(&self, id: SagaId) -> Result<()> {
