@@ -856,3 +856,69 @@ async fn a_released_retry_wait_is_claimed_when_due_not_at_the_next_poll() {
     assert!(h.iter().any(|h| h.event == "retry_scheduled"));
     e.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_whose_driver_stops_here_gets_the_end_written_by_the_next_instance() {
+    // `wait` on the instance driving a saga listens for its driver's word only; when that
+    // driver stops without an end (here: shutdown), the waiter must fall back to the store and
+    // see the end written by the instance that takes the saga over.
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let saga = Saga::<u32>::builder("handed-over")
+        .retriable(Step::retriable("a", move |_ctx: StepContext, n: u32| {
+            let c = c.clone();
+            async move {
+                if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                    std::future::pending::<()>().await;
+                }
+                Ok(n + 1)
+            }
+        }))
+        .build()
+        .unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let instance = |id: &str| {
+        Engine::builder(store.clone())
+            .instance_id(id)
+            .lease(Duration::from_millis(300))
+            .poll_interval(Duration::from_millis(20))
+            .register(&saga)
+            .build()
+            .unwrap()
+    };
+    let a = instance("a");
+    a.start().await.unwrap();
+    let id = a.start_saga(&saga, 0).await.unwrap();
+    while calls.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let waiter = tokio::spawn({
+        let a = a.clone();
+        async move { a.wait(id).await }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    a.shutdown().await;
+    let b = instance("b");
+    b.start().await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(3600), waiter)
+        .await
+        .expect("the waiter on the stopped instance never heard of the end")
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status, SagaStatus::Completed);
+    assert_eq!(r.data, "1");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn saga_ids_are_time_ordered() {
+    let ledger = Ledger::default();
+    let saga = abc_ok(&ledger, "ordered");
+    let (_store, e, first) = start_one(&saga, 0).await;
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let second = e.start_saga(&saga, 0).await.unwrap();
+    assert_eq!(first.get_version_num(), 7, "UUIDv7");
+    assert!(second > first, "a later saga sorts after an earlier one");
+    e.shutdown().await;
+}

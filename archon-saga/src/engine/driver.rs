@@ -14,16 +14,47 @@ use crate::{
 
 enum Flow {
     Continue,
+    /// The driver stops with the saga still active (released, lease lost, write failed).
     Stop,
+    /// The saga's end (finished or parked) is written.
+    Ended,
+}
+
+/// Runs when a driver stops, however it stops (returned, aborted by shutdown, an operator
+/// action or a newer claim): it leaves the engine's running set, then tells waiters.
+struct DriverExit {
+    inner: Arc<Inner>,
+    id: crate::SagaId,
+    /// The record as written, once the saga's end is written.
+    ended: Option<Arc<SagaRecord>>,
+}
+
+impl Drop for DriverExit {
+    fn drop(&mut self) {
+        driver_done(&self.inner, self.id, self.ended.take());
+    }
 }
 
 pub(super) async fn drive(inner: Arc<Inner>, mut rec: SagaRecord, cancel: Arc<Notify>) {
-    if let Some(def) = inner.defs.get(&rec.definition_key()).cloned() {
-        while let Flow::Continue = advance(&inner, &def, &mut rec, &cancel).await {}
-    } else {
+    let mut exit = DriverExit {
+        inner: Arc::clone(&inner),
+        id: rec.id,
+        ended: None,
+    };
+    let Some(def) = inner.defs.get(&rec.definition_key()).cloned() else {
         tracing::error!(saga.id = %rec.id, definition = %rec.definition_key(), "unknown definition");
+        return;
+    };
+    loop {
+        match advance(&inner, &def, &mut rec, &cancel).await {
+            Flow::Continue => {}
+            Flow::Stop => return,
+            Flow::Ended => {
+                exit.ended = Some(Arc::new(rec));
+                return;
+            }
+        }
     }
-    driver_done(&inner, rec.id);
 }
 
 /// What a transition decides, before it is written.
@@ -141,7 +172,9 @@ async fn commit(inner: &Inner, def: &SagaDef, rec: &mut SagaRecord, next: Next) 
         )
         .increment(1);
     }
-    if release || !rec.status.is_active() {
+    if !rec.status.is_active() {
+        Flow::Ended
+    } else if release {
         Flow::Stop
     } else {
         Flow::Continue
@@ -306,7 +339,10 @@ async fn run_action(
     tokio::pin!(timed, interrupted);
     let renew_every = inner.lease / 3;
     let result = loop {
+        // Biased, the action first: an action done at its first poll never polls (and so never
+        // arms) the renewal timer or the deadline.
         tokio::select! {
+            biased;
             r = &mut timed => break r,
             why = &mut interrupted => {
                 tracing::info!(reason = why, "step interrupted");

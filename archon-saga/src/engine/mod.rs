@@ -31,6 +31,16 @@ use crate::{
     definition::SagaDef,
 };
 
+/// What a driver tells waiters when it stops.
+#[derive(Clone)]
+enum DriverStop {
+    /// The saga's end (finished or parked), as written.
+    Ended(Arc<SagaRecord>),
+    /// The driver stopped with the saga still active (released for a long wait, lease lost,
+    /// shut down, aborted by an operator action): whoever drives it next is elsewhere or later.
+    Stopped(SagaId),
+}
+
 struct Running {
     task: JoinHandle<()>,
     cancel: Arc<Notify>,
@@ -46,8 +56,8 @@ pub(crate) struct Inner {
     max_concurrent: usize,
     clock: Clock,
     running: Mutex<HashMap<SagaId, Running>>,
-    /// Sagas of this instance that ended (finished or parked), as written.
-    events: broadcast::Sender<Arc<SagaRecord>>,
+    /// How this instance's drivers stopped: for `wait`.
+    events: broadcast::Sender<DriverStop>,
     wake: Notify,
     /// Wake-up times (Unix ms) of sagas this instance released for a long retry wait: the
     /// poller claims at each of them, not at its next poll.
@@ -77,11 +87,6 @@ impl Inner {
     }
 
     fn notify(&self, record: &SagaRecord, event: &HistoryEvent) {
-        // Only `wait` listens, and only for the end: every waiter wakes for every event sent,
-        // so sending each transition cost O(waiters) wake-ups per transition.
-        if !record.status.is_active() {
-            let _ = self.events.send(Arc::new(record.clone()));
-        }
         for l in &self.listeners {
             l.on_transition(record, event);
         }
@@ -327,10 +332,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Start a new saga of a registered definition with `data`; returns its id. Costs one
-    /// durable write; the saga then runs in the background.
+    /// Start a new saga of a registered definition with `data`; returns its id, a UUIDv7
+    /// (time-ordered: later sagas sort after earlier ones). Costs one durable write; the saga
+    /// then runs in the background.
     pub async fn start_saga<D: SagaData>(&self, saga: &Saga<D>, data: D) -> Result<SagaId> {
-        self.start_saga_with_id(saga, uuid::Uuid::new_v4(), data)
+        // Time-ordered (UUIDv7): new rows go to the right edge of the primary-key index
+        // instead of a random page of it.
+        self.start_saga_with_id(saga, uuid::Uuid::now_v7(), data)
             .await
     }
 
@@ -368,8 +376,29 @@ impl Engine {
     }
 
     /// Wait until the saga is finished (completed or compensated) or parked; returns its record.
+    ///
+    /// For a saga this instance is driving, the end comes from its driver with the record as
+    /// written: no read of the store and no timer. A saga driven elsewhere (another instance,
+    /// or later after a release or a shutdown here) is read from the store every 250 ms.
     pub async fn wait(&self, id: SagaId) -> Result<SagaRecord> {
         let mut rx = self.inner.events.subscribe();
+        // A saga driven here: its driver leaves the running set before it says how it stopped,
+        // so finding it there after subscribing means the word is still to come. No read of
+        // the store and no timer: the end carries the record as written.
+        if self.inner.running().contains_key(&id) {
+            loop {
+                match rx.recv().await {
+                    Ok(DriverStop::Ended(rec)) if rec.id == id => {
+                        return Ok(Arc::unwrap_or_clone(rec));
+                    }
+                    Ok(DriverStop::Stopped(stopped)) if stopped == id => break,
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        // Driven elsewhere, later, or stopped here without an end: read the store, and listen
+        // for an end from a driver here meanwhile.
         loop {
             let rec = self
                 .inner
@@ -385,7 +414,7 @@ impl Engine {
             let ended = tokio::time::timeout(Duration::from_millis(250), async {
                 loop {
                     match rx.recv().await {
-                        Ok(rec) if rec.id == id => return Some(rec),
+                        Ok(DriverStop::Ended(rec)) if rec.id == id => return Some(rec),
                         Ok(_) => {}
                         Err(broadcast::error::RecvError::Lagged(_)) => return None,
                         Err(broadcast::error::RecvError::Closed) => {
@@ -448,8 +477,9 @@ fn spawn_driver(inner: &Arc<Inner>, rec: SagaRecord) {
     running.insert(id, Running { task, cancel });
 }
 
-/// Called by a driver when it ends.
-pub(crate) fn driver_done(inner: &Inner, id: SagaId) {
+/// Called when a driver stops (also when its task is aborted): it leaves the running set,
+/// then waiters hear of its end (`ended`) or that it stopped without one.
+pub(crate) fn driver_done(inner: &Inner, id: SagaId, ended: Option<Arc<SagaRecord>>) {
     let mut running = inner.running();
     let was_full = running.len() >= inner.max_concurrent;
     let mine = running
@@ -459,6 +489,10 @@ pub(crate) fn driver_done(inner: &Inner, id: SagaId) {
         running.remove(&id);
     }
     drop(running);
+    let _ = inner.events.send(match ended {
+        Some(rec) => DriverStop::Ended(rec),
+        None => DriverStop::Stopped(id),
+    });
     if was_full {
         inner.wake.notify_one();
     }
