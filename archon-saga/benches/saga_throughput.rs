@@ -99,11 +99,17 @@ struct Rate {
     cpu_per_op_us: f64,
 }
 
-/// Sagas per second at `concurrency` (each worker: start, wait for the end, repeat).
-async fn sagas_per_sec(store: Arc<dyn SagaStore>, concurrency: usize) -> Rate {
+/// A started engine for [`saga`] over `store`: one per store for the whole run, as a
+/// service has (starting one per slice measured its start-up too).
+async fn started(store: Arc<dyn SagaStore>) -> (Engine, Saga<u32>) {
     let saga = saga();
     let engine = Engine::builder(store).register(&saga).build().unwrap();
     engine.start().await.unwrap();
+    (engine, saga)
+}
+
+/// Sagas per second at `concurrency` (each worker: start, wait for the end, repeat).
+async fn sagas_per_sec(engine: &Engine, saga: &Saga<u32>, concurrency: usize) -> Rate {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let cpu0 = cpu_secs();
@@ -128,7 +134,6 @@ async fn sagas_per_sec(store: Arc<dyn SagaStore>, concurrency: usize) -> Rate {
     }
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu = cpu_secs() - cpu0;
-    engine.shutdown().await;
     let n = done.load(Ordering::Relaxed) as f64;
     Rate {
         per_sec: n / elapsed,
@@ -179,8 +184,14 @@ async fn memory_per_in_flight(store: Arc<dyn SagaStore>, n: usize) -> f64 {
 
 /// The store's own rate of durable writes in a saga's pattern, no engine: one at a time,
 /// `create` then three fenced `write`s (the last one completing the saga), like the 3-step
-/// saga, with real-size history events.
+/// saga, with real-size history events. Runs in a spawned task, like the engine's drivers and
+/// the commit-rate loops (polled in `block_on`, every round trip would cost two more thread
+/// wake-ups).
 async fn store_write_rate(store: Arc<dyn SagaStore>) -> Rate {
+    tokio::spawn(store_writes(store)).await.unwrap()
+}
+
+async fn store_writes(store: Arc<dyn SagaStore>) -> Rate {
     use archon_saga::{HistoryEvent, SagaRecord, SagaStatus, Transition};
     let cpu0 = cpu_secs();
     let t0 = Instant::now();
@@ -379,8 +390,8 @@ async fn profile_one(which: &str) {
     };
     let sqlite = || Arc::new(archon_saga::SqliteStore::open(dir.path().join("p.db")).unwrap());
     let r = match which {
-        "sqlite1" => sagas_per_sec(sqlite(), 1).await,
-        "sqlite64" => sagas_per_sec(sqlite(), 64).await,
+        "sqlite1" => sagas_per_sec(&started(sqlite()).await.0, &saga(), 1).await,
+        "sqlite64" => sagas_per_sec(&started(sqlite()).await.0, &saga(), 64).await,
         "sqlitew" => store_write_rate(sqlite()).await,
         "c1" => sqlite_c1(&dir.path().join("c1.db")),
         #[cfg(feature = "postgres")]
@@ -393,8 +404,8 @@ async fn profile_one(which: &str) {
             );
             let r = match pg {
                 "pgw" => store_write_rate(store.clone()).await,
-                "pg64" => sagas_per_sec(store.clone(), 64).await,
-                _ => sagas_per_sec(store.clone(), 1).await,
+                "pg64" => sagas_per_sec(&started(store.clone()).await.0, &saga(), 64).await,
+                _ => sagas_per_sec(&started(store.clone()).await.0, &saga(), 1).await,
             };
             store.drop_schema().await.unwrap();
             r
@@ -438,11 +449,15 @@ fn main() {
             let open =
                 |f: &str| Arc::new(archon_saga::SqliteStore::open(dir.path().join(f)).unwrap());
             let c1 = || async { sqlite_c1(&dir.path().join("c1.db")) };
-            let (w, s1, s64) = (open("w.db"), open("s1.db"), open("s64.db"));
+            let w = open("w.db");
+            let ((s1, saga1), (s64, saga64)) =
+                (started(open("s1.db")).await, started(open("s64.db")).await);
             let (w1, c1w, lo_w, hi_w) = interleaved(|| store_write_rate(w.clone()), c1).await;
-            let (r1, c1r1, lo_1, hi_1) = interleaved(|| sagas_per_sec(s1.clone(), 1), c1).await;
+            let (r1, c1r1, lo_1, hi_1) = interleaved(|| sagas_per_sec(&s1, &saga1, 1), c1).await;
             let (r64, c1r64, lo_64, hi_64) =
-                interleaved(|| sagas_per_sec(s64.clone(), 64), c1).await;
+                interleaved(|| sagas_per_sec(&s64, &saga64, 64), c1).await;
+            s1.shutdown().await;
+            s64.shutdown().await;
             row(
                 "SQLite C1 (1-row commits, 1 client)",
                 mean(&[c1w, c1r1, c1r64]),
@@ -497,10 +512,12 @@ fn main() {
             );
             let (w1, c1w, lo_w, hi_w) =
                 interleaved(|| store_write_rate(store.clone()), || pg_commit_rate(1)).await;
+            let (engine, saga) = started(store.clone()).await;
             let (r1, c1r1, lo_1, hi_1) =
-                interleaved(|| sagas_per_sec(store.clone(), 1), || pg_commit_rate(1)).await;
+                interleaved(|| sagas_per_sec(&engine, &saga, 1), || pg_commit_rate(1)).await;
             let (r64, c64, lo_64, hi_64) =
-                interleaved(|| sagas_per_sec(store.clone(), 64), || pg_commit_rate(64)).await;
+                interleaved(|| sagas_per_sec(&engine, &saga, 64), || pg_commit_rate(64)).await;
+            engine.shutdown().await;
             row(
                 "PostgreSQL C1 (1-row commits, 1 client)",
                 mean(&[c1w, c1r1]),
