@@ -102,9 +102,10 @@ struct Sql {
 /// - [`claim`](SagaStore::claim) uses `FOR UPDATE SKIP LOCKED`: concurrent instances never
 ///   claim the same saga, and a crashed instance's sagas are taken over once its leases expire.
 ///   The store sends a `NOTIFY` after committing a write that makes a saga claimable right
-///   now (inserted unowned, lease released, timer already due); each engine listens on its own connection
-///   and claims at once ([`SagaStore::work_signal`]). Polling is the fallback for what no
-///   write announces (expired leases of a crashed instance, timers falling due later).
+///   now (inserted unowned, lease released, timer already due); each engine listens on its
+///   own connection and claims at once ([`SagaStore::work_signal`]). Polling is the fallback
+///   for what no write announces (expired leases of a crashed instance, timers falling due
+///   later).
 /// - A transition is one statement updating one row (the saga's recent history lives in its
 ///   row and moves to a history table in chunks). Writes from concurrent sagas are queued to a
 ///   writer task that commits them in one transaction (group commit) as set-based statements,

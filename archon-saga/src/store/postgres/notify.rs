@@ -6,8 +6,7 @@
 //! leases of an instance released (an instance restarting under its id). The writes of an
 //! owned saga's ordinary transitions, claims and lease renewals are not announced, so the hot
 //! path pays nothing: no trigger is evaluated on the sagas table (an earlier version's row
-//! trigger cost about 15 % of a transition's commit at one saga at a time) and no commit
-//! takes the cluster-wide notify lock. A listening connection per engine turns the
+//! trigger was, on every write) and no commit takes the cluster-wide notify lock. A listening connection per engine turns the
 //! notifications into a [`WorkSignal`]. Work that nothing announces is found by polling: a
 //! crashed instance's sagas once their leases expire, timers that fall due later, and rows
 //! written by programs other than this store.
