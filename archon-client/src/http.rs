@@ -26,6 +26,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use archon_core::BoxError;
@@ -86,6 +87,9 @@ pub struct UpstreamConfig {
     /// assert_eq!(up.balance.unwrap().endpoints.len(), 2);
     /// ```
     pub balance: Option<BalanceConfig>,
+    /// TLS settings of this upstream's own reqwest client (`tls.ca_file`, with the `rustls`
+    /// feature).
+    pub tls: HttpTlsConfig,
 }
 
 impl Default for UpstreamConfig {
@@ -96,6 +100,42 @@ impl Default for UpstreamConfig {
             routes: BTreeMap::new(),
             max_replay_bytes: 64 * 1024,
             balance: None,
+            tls: HttpTlsConfig::default(),
+        }
+    }
+}
+
+/// TLS for an `https` upstream. With `ca_file` the upstream gets its own reqwest client that
+/// trusts the file's certificates besides the platform's roots (needs the `rustls` feature;
+/// without it, or with a caller's client from [`HttpClient::with_reqwest`], a `ca_file` is a
+/// `Config` error, as is a file that cannot be read or holds no PEM certificate).
+///
+/// ```
+/// let up: archon_client::http::UpstreamConfig = toml::from_str(r#"
+///     base_url = "https://inventory.internal:8443"
+///     tls = { ca_file = "/etc/archon/ca.pem" }
+/// "#).unwrap();
+/// assert!(up.tls.ca_file.is_some());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HttpTlsConfig {
+    /// A PEM file of certificate authorities to trust (e.g. a private CA), besides the
+    /// platform's roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl HttpTlsConfig {
+    /// Trusts the certificates of the PEM file at `path`.
+    ///
+    /// ```
+    /// let tls = archon_client::http::HttpTlsConfig::ca_file("/etc/archon/ca.pem");
+    /// assert_eq!(tls.ca_file.unwrap().to_str(), Some("/etc/archon/ca.pem"));
+    /// ```
+    pub fn ca_file(path: impl Into<PathBuf>) -> Self {
+        Self {
+            ca_file: Some(path.into()),
         }
     }
 }
@@ -128,6 +168,20 @@ impl UpstreamConfig {
     #[must_use]
     pub fn balance(mut self, balance: BalanceConfig) -> Self {
         self.balance = Some(balance);
+        self
+    }
+
+    /// Sets the TLS settings.
+    ///
+    /// ```
+    /// use archon_client::{ResiliencePolicy, http::{HttpTlsConfig, UpstreamConfig}};
+    /// let up = UpstreamConfig::new("https://inventory.internal", ResiliencePolicy::default())
+    ///     .tls(HttpTlsConfig::ca_file("/etc/archon/ca.pem"));
+    /// assert!(up.tls.ca_file.is_some());
+    /// ```
+    #[must_use]
+    pub fn tls(mut self, tls: HttpTlsConfig) -> Self {
+        self.tls = tls;
         self
     }
 }
@@ -204,19 +258,28 @@ impl fmt::Debug for HttpClient {
 }
 
 impl HttpClient {
-    /// A client with a default reqwest client.
+    /// A client with reqwest clients of its own: one shared by the upstreams without
+    /// `tls.ca_file`, and one for each upstream with it.
     ///
     /// # Errors
-    /// `Config` when a base URL or a policy is invalid.
+    /// `Config` when a base URL, a policy or a `tls.ca_file` is invalid, or a reqwest client
+    /// cannot be built.
     pub fn new(config: &HttpClientConfig) -> Result<Self> {
-        Self::with_reqwest(&reqwest::Client::new(), config)
+        Self::build(None, config)
     }
 
-    /// A client sending through `client` (for your TLS, pool and proxy settings).
+    /// A client sending through `client` (for your TLS, pool and proxy settings), for every
+    /// upstream.
     ///
     /// # Errors
-    /// `Config` when a base URL or a policy is invalid.
+    /// `Config` when a base URL or a policy is invalid, or an upstream sets `tls.ca_file`
+    /// (trust roots then belong in `client`).
     pub fn with_reqwest(client: &reqwest::Client, config: &HttpClientConfig) -> Result<Self> {
+        Self::build(Some(client), config)
+    }
+
+    fn build(caller: Option<&reqwest::Client>, config: &HttpClientConfig) -> Result<Self> {
+        let mut shared: Option<reqwest::Client> = None;
         let mut upstreams = HashMap::new();
         for (name, up) in &config.upstreams {
             let base = reqwest::Url::parse(&up.base_url).map_err(|e| {
@@ -224,6 +287,21 @@ impl HttpClient {
                     .with_context(format!("upstream `{name}`: base_url"))
                     .with_source(e.into())
             })?;
+            let roots = Roots::read(name, &up.tls)?;
+            let client = match (caller, roots) {
+                (Some(_), Some(_)) => {
+                    return Err(Error::new(ErrorKind::Config).with_context(format!(
+                        "upstream `{name}`: tls.ca_file cannot be combined with a caller's \
+                         reqwest client (add the certificate to that client instead)"
+                    )));
+                }
+                (Some(client), None) => client.clone(),
+                (None, Some(roots)) => roots.client(name)?,
+                (None, None) => match &shared {
+                    Some(client) => client.clone(),
+                    None => shared.insert(Roots::default().client(name)?).clone(),
+                },
+            };
             let balancer = up
                 .balance
                 .as_ref()
@@ -528,6 +606,69 @@ impl RequestBuilder<'_> {
         serde_json::from_slice(&bytes)
             .map_err(|e| Error::new(ErrorKind::Decode).with_source(e.into()))
     }
+}
+
+/// The trust roots of an upstream's own reqwest client: the platform's, plus those of
+/// `tls.ca_file` (with the `rustls` feature).
+#[derive(Clone, Default)]
+struct Roots {
+    #[cfg(feature = "rustls")]
+    certs: Vec<reqwest::Certificate>,
+}
+
+impl Roots {
+    /// The roots of `tls`, when it names a CA file (`None`: the upstream needs no client of
+    /// its own).
+    fn read(upstream: &str, tls: &HttpTlsConfig) -> Result<Option<Self>> {
+        let Some(path) = &tls.ca_file else {
+            return Ok(None);
+        };
+        let config = |why: String| {
+            Error::new(ErrorKind::Config).with_context(format!(
+                "upstream `{upstream}`: tls.ca_file `{}`: {why}",
+                path.display()
+            ))
+        };
+        #[cfg(feature = "rustls")]
+        {
+            let pem = std::fs::read(path)
+                .map_err(|e| config("cannot be read".to_owned()).with_source(e.into()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| config("is not PEM".to_owned()).with_source(e.into()))?;
+            if certs.is_empty() {
+                return Err(config("holds no PEM certificate".to_owned()));
+            }
+            Ok(Some(Self { certs }))
+        }
+        #[cfg(not(feature = "rustls"))]
+        {
+            Err(config(
+                "build archon-client with the `rustls` feature to use a CA file".to_owned(),
+            ))
+        }
+    }
+
+    /// A reqwest client builder trusting these roots.
+    fn builder(&self) -> reqwest::ClientBuilder {
+        let builder = reqwest::Client::builder();
+        #[cfg(feature = "rustls")]
+        let builder = builder.tls_certs_merge(self.certs.iter().cloned());
+        builder
+    }
+
+    fn client(&self, upstream: &str) -> Result<reqwest::Client> {
+        self.builder()
+            .build()
+            .map_err(|e| client_error(upstream, e))
+    }
+}
+
+fn client_error(upstream: &str, e: reqwest::Error) -> Error {
+    Error::new(ErrorKind::Config)
+        .with_context(format!(
+            "upstream `{upstream}`: cannot build its reqwest client"
+        ))
+        .with_source(e.into())
 }
 
 /// A service sending each request to one endpoint (`host:port`) instead of its URL's host.
