@@ -26,6 +26,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -71,11 +72,19 @@ pub struct UpstreamConfig {
     /// streamed and sent once.
     pub max_replay_bytes: usize,
     /// Balance over several endpoints (a static list or a DNS name) instead of the base URL's
-    /// host: each request keeps the base URL's scheme and path, and is sent to the
-    /// `host:port` picked by power-of-two-choices. Endpoints whose breaker opens are ejected.
-    /// The per-attempt `timeout` of every route then applies per endpoint (as reqwest's
-    /// request timeout, which also bounds reading the body), so the endpoint's breaker counts
-    /// it.
+    /// host: each request keeps the base URL's scheme and path, and is sent to the endpoint
+    /// picked by power-of-two-choices. Endpoints whose breaker opens are ejected. The
+    /// per-attempt `timeout` of every route then applies per endpoint (as reqwest's request
+    /// timeout, which also bounds reading the body), so the endpoint's breaker counts it.
+    ///
+    /// - A static endpoint replaces the URL's `host:port`, so with `https` its certificate
+    ///   must be valid for the endpoint as written (list names, not addresses).
+    /// - An address resolved from `dns` gets a reqwest client of its own that connects to
+    ///   it while the request keeps the base URL's host (`Host` header, TLS server name,
+    ///   certificate check), so the certificate names the service, not its addresses. The
+    ///   address's port is used (it replaces a port written in the base URL). With a caller's
+    ///   client ([`HttpClient::with_reqwest`]) or a base URL whose host is an IP address, the
+    ///   address replaces the URL's `host:port` as for static endpoints.
     ///
     /// ```
     /// let up: archon_client::http::UpstreamConfig = toml::from_str(r#"
@@ -259,7 +268,9 @@ impl fmt::Debug for HttpClient {
 
 impl HttpClient {
     /// A client with reqwest clients of its own: one shared by the upstreams without
-    /// `tls.ca_file`, and one for each upstream with it.
+    /// `tls.ca_file`, one for each upstream with it, and on an upstream balanced over DNS one
+    /// per resolved address (requests keep the base URL's host, see
+    /// [`UpstreamConfig::balance`]).
     ///
     /// # Errors
     /// `Config` when a base URL, a policy or a `tls.ca_file` is invalid, or a reqwest client
@@ -269,7 +280,8 @@ impl HttpClient {
     }
 
     /// A client sending through `client` (for your TLS, pool and proxy settings), for every
-    /// upstream.
+    /// upstream and endpoint. A balanced upstream then sends each request to the endpoint's
+    /// address written into its URL, also over DNS.
     ///
     /// # Errors
     /// `Config` when a base URL or a policy is invalid, or an upstream sets `tls.ca_file`
@@ -288,27 +300,48 @@ impl HttpClient {
                     .with_source(e.into())
             })?;
             let roots = Roots::read(name, &up.tls)?;
-            let client = match (caller, roots) {
+            let (client, own_roots) = match (caller, roots) {
                 (Some(_), Some(_)) => {
                     return Err(Error::new(ErrorKind::Config).with_context(format!(
                         "upstream `{name}`: tls.ca_file cannot be combined with a caller's \
                          reqwest client (add the certificate to that client instead)"
                     )));
                 }
-                (Some(client), None) => client.clone(),
-                (None, Some(roots)) => roots.client(name)?,
-                (None, None) => match &shared {
-                    Some(client) => client.clone(),
-                    None => shared.insert(Roots::default().client(name)?).clone(),
-                },
+                (Some(client), None) => (client.clone(), None),
+                (None, Some(roots)) => (roots.client(name)?, Some(roots)),
+                (None, None) => {
+                    let client = match &shared {
+                        Some(client) => client.clone(),
+                        None => shared.insert(Roots::default().client(name)?).clone(),
+                    };
+                    (client, Some(Roots::default()))
+                }
+            };
+            // Over DNS with clients of our own, each address gets a client resolving the base
+            // host to it, so requests keep the base host (Host header, TLS server name).
+            let resolve = match (&own_roots, &up.balance, base.domain()) {
+                (Some(roots), Some(balance), Some(domain)) if balance.dns.is_some() => {
+                    Some((roots.clone(), domain.to_owned()))
+                }
+                _ => None,
             };
             let balancer = up
                 .balance
                 .as_ref()
                 .map(|cfg| {
                     let client = client.clone();
-                    cfg.build(name, move |endpoint: &str| {
-                        Ok(endpoint_service(client.clone(), endpoint))
+                    let upstream = name.clone();
+                    cfg.build(name, move |endpoint: &str| match &resolve {
+                        Some((roots, domain)) => {
+                            let addr: SocketAddr = endpoint.parse()?;
+                            let client = roots
+                                .builder()
+                                .resolve(domain, addr)
+                                .build()
+                                .map_err(|e| client_error(&upstream, e))?;
+                            Ok(ToEndpoint::resolved(client, addr.port()))
+                        }
+                        None => Ok(ToEndpoint::rewrite(client.clone(), endpoint)),
                     })
                 })
                 .transpose()
@@ -671,20 +704,40 @@ fn client_error(upstream: &str, e: reqwest::Error) -> Error {
         .with_source(e.into())
 }
 
-/// A service sending each request to one endpoint (`host:port`) instead of its URL's host.
+/// A service sending each request to one endpoint.
 #[derive(Clone)]
 struct ToEndpoint {
     client: reqwest::Client,
-    host: String,
+    /// `Some`: the URL's host becomes the endpoint's (static endpoints, or a caller's client).
+    /// `None`: the URL keeps its host and `client` resolves it to the endpoint's address.
+    host: Option<String>,
     port: Option<u16>,
 }
 
-fn endpoint_service(client: reqwest::Client, endpoint: &str) -> ToEndpoint {
-    // Checked by `BalanceConfig::validate` (static) or a socket address (DNS).
-    let (host, port) = split_authority(endpoint).map_or((endpoint.to_owned(), None), |(h, p)| {
-        (h.to_owned(), Some(p))
-    });
-    ToEndpoint { client, host, port }
+impl ToEndpoint {
+    /// Rewrites the URL to `endpoint` (`host:port`).
+    fn rewrite(client: reqwest::Client, endpoint: &str) -> Self {
+        // Checked by `BalanceConfig::validate` (static) or a socket address (DNS).
+        let (host, port) = split_authority(endpoint)
+            .map_or((endpoint.to_owned(), None), |(h, p)| {
+                (h.to_owned(), Some(p))
+            });
+        Self {
+            client,
+            host: Some(host),
+            port,
+        }
+    }
+
+    /// Keeps the URL's host; `client` resolves it to the endpoint's address, whose `port`
+    /// replaces a port written in the URL (which would win over the resolved one).
+    fn resolved(client: reqwest::Client, port: u16) -> Self {
+        Self {
+            client,
+            host: None,
+            port: Some(port),
+        }
+    }
 }
 
 impl tower_service::Service<reqwest::Request> for ToEndpoint {
@@ -702,8 +755,16 @@ impl tower_service::Service<reqwest::Request> for ToEndpoint {
     fn call(&mut self, mut req: reqwest::Request) -> Self::Future {
         let url = req.url_mut();
         // Cannot fail for an http(s) URL and a checked host; a failure leaves the URL as is.
-        let _ = url.set_host(Some(&self.host));
-        let _ = url.set_port(self.port);
+        match &self.host {
+            Some(host) => {
+                let _ = url.set_host(Some(host));
+                let _ = url.set_port(self.port);
+            }
+            None if url.port().is_some() => {
+                let _ = url.set_port(self.port);
+            }
+            None => {}
+        }
         tower_service::Service::call(&mut self.client, req)
     }
 }

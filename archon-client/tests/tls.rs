@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use archon_client::balance::{BalanceConfig, DnsConfig};
 use archon_client::http::{HttpClient, HttpClientConfig, HttpTlsConfig, UpstreamConfig};
 use archon_client::{ErrorKind, ResiliencePolicy};
 use tokio::net::{TcpListener, TcpStream};
@@ -94,6 +95,26 @@ async fn https_server(cert: &Cert) -> u16 {
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = tcp.local_addr().unwrap().port();
     serve_tls(cert, vec![tcp]);
+    port
+}
+
+/// A server on every address `localhost` resolves to (127.0.0.1 here; also ::1 on hosts
+/// that resolve it so), all on one port.
+async fn https_localhost_server(cert: &Cert) -> u16 {
+    let mut addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(("localhost", 0))
+        .await
+        .unwrap()
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    let first = TcpListener::bind(addrs[0]).await.unwrap();
+    let port = first.local_addr().unwrap().port();
+    let mut listeners = vec![first];
+    for mut addr in addrs.into_iter().skip(1) {
+        addr.set_port(port);
+        listeners.push(TcpListener::bind(addr).await.unwrap());
+    }
+    serve_tls(cert, listeners);
     port
 }
 
@@ -213,10 +234,41 @@ fn unusable_ca_file_is_a_config_error() {
     }
 }
 
+#[tokio::test]
+async fn https_balanced_over_dns_keeps_the_base_host_for_the_certificate() {
+    // The certificate names `localhost` only, not 127.0.0.1.
+    let cert = self_signed();
+    let port = https_localhost_server(&cert).await;
+    let ca = ca_file(&cert);
+    let up = UpstreamConfig::new("https://localhost", ResiliencePolicy::default())
+        .tls(HttpTlsConfig::ca_file(&ca))
+        .balance(BalanceConfig::dns(DnsConfig::new("localhost", port)));
+    let client = HttpClient::new(&HttpClientConfig::default().upstream("secure", up)).unwrap();
+    for _ in 0..4 {
+        let host = client
+            .get("secure", "/host")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        // Sent to a resolved address, with the base URL's host.
+        assert_eq!(host, "localhost");
+    }
+    let endpoints = client.endpoint_breakers("secure");
+    assert!(
+        endpoints
+            .iter()
+            .any(|(ep, _)| *ep == format!("127.0.0.1:{port}")),
+        "{endpoints:?}"
+    );
+    std::fs::remove_file(ca).unwrap();
+}
+
 #[cfg(feature = "grpc")]
 mod grpc {
     use super::*;
-    use archon_client::balance::BalanceConfig;
     use archon_client::grpc::{GrpcConfig, channel};
     use tonic::transport::{Identity, Server, ServerTlsConfig};
     use tonic_health::pb::HealthCheckRequest;
