@@ -1,7 +1,8 @@
 //! Load balancing with power-of-two-choices (tower's p2c) over a static list of endpoints or
 //! endpoints re-resolved from DNS, with outlier ejection: each endpoint has its own circuit
-//! breaker, and an endpoint whose breaker is open leaves the ready set until its wait is over
-//! (then half-open probes decide).
+//! breaker, and an endpoint whose breaker would reject a call leaves the ready set: while it
+//! is open, until its wait is over (then half-open probes decide), and while it is half-open
+//! with every probe slot taken, until a probe finishes.
 //!
 //! From configuration, [`BalanceConfig`] builds a [`SharedBalancer`] (clonable, shared by every
 //! clone); the HTTP upstreams (`http::UpstreamConfig::balance`) and gRPC configs
@@ -228,8 +229,10 @@ where
     Ok(Balance::new(endpoints))
 }
 
-/// Reports "not ready" while `breaker` is open, so a balancer routes around the endpoint
-/// (outlier ejection) and takes it back when the wait is over.
+/// Reports "not ready" while `breaker` would reject a call (open, forced open, or half-open
+/// with every probe slot taken, see [`CircuitBreakerHandle::admits_now`]), so a balancer
+/// routes around the endpoint (outlier ejection) instead of failing calls with
+/// [`CircuitOpen`], and takes it back when the wait is over or a probe slot is free.
 ///
 /// ```
 /// use archon_client::balance::EjectOnOpen;
@@ -284,11 +287,23 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         loop {
-            let Some(wait) = self.breaker.open_remaining() else {
-                self.sleep = None;
-                return self.inner.poll_ready(cx);
+            let wait = match self.breaker.open_remaining() {
+                Some(wait) => wait.min(RECHECK),
+                None if self.breaker.admits_now() => {
+                    self.sleep = None;
+                    return self.inner.poll_ready(cx);
+                }
+                // Half-open with every probe slot taken: a call would be rejected. Wait for a
+                // probe to finish (the breaker wakes this task), looking again at least every
+                // RECHECK (a breaker stuck half-open moves on only when looked at).
+                None => {
+                    self.breaker.wake_on_change(cx.waker());
+                    if self.breaker.admits_now() {
+                        continue;
+                    }
+                    RECHECK
+                }
             };
-            let wait = wait.min(RECHECK);
             let sleep = self
                 .sleep
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep(wait)));
@@ -668,8 +683,10 @@ impl EndpointSet {
         list
     }
 
-    /// Why no call can be made now, if that is known: no endpoint at all, or every
-    /// endpoint ejected (then the shortest remaining wait).
+    /// Why no call can be made now, if that is known: no endpoint at all, or no endpoint
+    /// whose breaker admits a call (every one open, or half-open with its probe slots
+    /// taken). When every one is open: the shortest remaining wait; when one is half-open,
+    /// no known wait (a probe may finish at any time).
     fn unavailable(&self) -> Option<BoxError> {
         if !self.resolved.load(Ordering::Acquire) {
             return None;
@@ -679,11 +696,23 @@ impl EndpointSet {
             return Some(Box::new(NoEndpoints(())));
         }
         let mut shortest = Duration::MAX;
+        let mut probing = false;
         for handle in map.values() {
-            shortest = shortest.min(handle.open_remaining()?);
+            if handle.admits_now() {
+                return None;
+            }
+            match handle.open_remaining() {
+                Some(wait) => shortest = shortest.min(wait),
+                None => probing = true,
+            }
         }
-        let remaining = (shortest != Duration::MAX).then_some(shortest);
-        Some(Box::new(CircuitOpen::new(CircuitState::Open, remaining)))
+        let open = if probing {
+            CircuitOpen::new(CircuitState::HalfOpen, None)
+        } else {
+            let remaining = (shortest != Duration::MAX).then_some(shortest);
+            CircuitOpen::new(CircuitState::Open, remaining)
+        };
+        Some(Box::new(open))
     }
 }
 
@@ -704,9 +733,11 @@ pub struct NoEndpoints(());
 /// behind its own breaker; every clone shares the same balancer (calls queue briefly on a lock
 /// while an endpoint is picked, as with tower's `Buffer`, but without a worker task).
 ///
-/// When every endpoint is ejected a call fails at once with
-/// [`CircuitOpen`] (the shortest remaining wait); when there is no endpoint, with
-/// [`NoEndpoints`].
+/// An endpoint is out of the ready set while its breaker would reject a call: open, or
+/// half-open with every probe slot taken (the other endpoints take the calls meanwhile). When
+/// no endpoint admits a call, a call fails at once with [`CircuitOpen`] (when every endpoint
+/// is open, with the shortest remaining wait; when one is half-open, without a wait); when
+/// there is no endpoint, with [`NoEndpoints`].
 ///
 /// ```
 /// use archon_client::balance::{BalanceConfig, SharedBalancer};

@@ -26,6 +26,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use archon_core::BoxError;
@@ -70,11 +72,19 @@ pub struct UpstreamConfig {
     /// streamed and sent once.
     pub max_replay_bytes: usize,
     /// Balance over several endpoints (a static list or a DNS name) instead of the base URL's
-    /// host: each request keeps the base URL's scheme and path, and is sent to the
-    /// `host:port` picked by power-of-two-choices. Endpoints whose breaker opens are ejected.
-    /// The per-attempt `timeout` of every route then applies per endpoint (as reqwest's
-    /// request timeout, which also bounds reading the body), so the endpoint's breaker counts
-    /// it.
+    /// host: each request keeps the base URL's scheme and path, and is sent to the endpoint
+    /// picked by power-of-two-choices. Endpoints whose breaker opens are ejected. The
+    /// per-attempt `timeout` of every route then applies per endpoint (as reqwest's request
+    /// timeout, which also bounds reading the body), so the endpoint's breaker counts it.
+    ///
+    /// - A static endpoint replaces the URL's `host:port`, so with `https` its certificate
+    ///   must be valid for the endpoint as written (list names, not addresses).
+    /// - An address resolved from `dns` gets a reqwest client of its own that connects to
+    ///   it while the request keeps the base URL's host (`Host` header, TLS server name,
+    ///   certificate check), so the certificate names the service, not its addresses. The
+    ///   address's port is used (it replaces a port written in the base URL). With a caller's
+    ///   client ([`HttpClient::with_reqwest`]) or a base URL whose host is an IP address, the
+    ///   address replaces the URL's `host:port` as for static endpoints.
     ///
     /// ```
     /// let up: archon_client::http::UpstreamConfig = toml::from_str(r#"
@@ -86,6 +96,9 @@ pub struct UpstreamConfig {
     /// assert_eq!(up.balance.unwrap().endpoints.len(), 2);
     /// ```
     pub balance: Option<BalanceConfig>,
+    /// TLS settings of this upstream's own reqwest client (`tls.ca_file`, with the `rustls`
+    /// feature).
+    pub tls: HttpTlsConfig,
 }
 
 impl Default for UpstreamConfig {
@@ -96,6 +109,42 @@ impl Default for UpstreamConfig {
             routes: BTreeMap::new(),
             max_replay_bytes: 64 * 1024,
             balance: None,
+            tls: HttpTlsConfig::default(),
+        }
+    }
+}
+
+/// TLS for an `https` upstream. With `ca_file` the upstream gets its own reqwest client that
+/// trusts the file's certificates besides the platform's roots (needs the `rustls` feature;
+/// without it, or with a caller's client from [`HttpClient::with_reqwest`], a `ca_file` is a
+/// `Config` error, as is a file that cannot be read or holds no PEM certificate).
+///
+/// ```
+/// let up: archon_client::http::UpstreamConfig = toml::from_str(r#"
+///     base_url = "https://inventory.internal:8443"
+///     tls = { ca_file = "/etc/archon/ca.pem" }
+/// "#).unwrap();
+/// assert!(up.tls.ca_file.is_some());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HttpTlsConfig {
+    /// A PEM file of certificate authorities to trust (e.g. a private CA), besides the
+    /// platform's roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl HttpTlsConfig {
+    /// Trusts the certificates of the PEM file at `path`.
+    ///
+    /// ```
+    /// let tls = archon_client::http::HttpTlsConfig::ca_file("/etc/archon/ca.pem");
+    /// assert_eq!(tls.ca_file.unwrap().to_str(), Some("/etc/archon/ca.pem"));
+    /// ```
+    pub fn ca_file(path: impl Into<PathBuf>) -> Self {
+        Self {
+            ca_file: Some(path.into()),
         }
     }
 }
@@ -128,6 +177,20 @@ impl UpstreamConfig {
     #[must_use]
     pub fn balance(mut self, balance: BalanceConfig) -> Self {
         self.balance = Some(balance);
+        self
+    }
+
+    /// Sets the TLS settings.
+    ///
+    /// ```
+    /// use archon_client::{ResiliencePolicy, http::{HttpTlsConfig, UpstreamConfig}};
+    /// let up = UpstreamConfig::new("https://inventory.internal", ResiliencePolicy::default())
+    ///     .tls(HttpTlsConfig::ca_file("/etc/archon/ca.pem"));
+    /// assert!(up.tls.ca_file.is_some());
+    /// ```
+    #[must_use]
+    pub fn tls(mut self, tls: HttpTlsConfig) -> Self {
+        self.tls = tls;
         self
     }
 }
@@ -204,19 +267,31 @@ impl fmt::Debug for HttpClient {
 }
 
 impl HttpClient {
-    /// A client with a default reqwest client.
+    /// A client with reqwest clients of its own: one shared by the upstreams without
+    /// `tls.ca_file`, one for each upstream with it, and on an upstream balanced over DNS one
+    /// per resolved address (requests keep the base URL's host, see
+    /// [`UpstreamConfig::balance`]).
     ///
     /// # Errors
-    /// `Config` when a base URL or a policy is invalid.
+    /// `Config` when a base URL, a policy or a `tls.ca_file` is invalid, or a reqwest client
+    /// cannot be built.
     pub fn new(config: &HttpClientConfig) -> Result<Self> {
-        Self::with_reqwest(&reqwest::Client::new(), config)
+        Self::build(None, config)
     }
 
-    /// A client sending through `client` (for your TLS, pool and proxy settings).
+    /// A client sending through `client` (for your TLS, pool and proxy settings), for every
+    /// upstream and endpoint. A balanced upstream then sends each request to the endpoint's
+    /// address written into its URL, also over DNS.
     ///
     /// # Errors
-    /// `Config` when a base URL or a policy is invalid.
+    /// `Config` when a base URL or a policy is invalid, or an upstream sets `tls.ca_file`
+    /// (trust roots then belong in `client`).
     pub fn with_reqwest(client: &reqwest::Client, config: &HttpClientConfig) -> Result<Self> {
+        Self::build(Some(client), config)
+    }
+
+    fn build(caller: Option<&reqwest::Client>, config: &HttpClientConfig) -> Result<Self> {
+        let mut shared: Option<reqwest::Client> = None;
         let mut upstreams = HashMap::new();
         for (name, up) in &config.upstreams {
             let base = reqwest::Url::parse(&up.base_url).map_err(|e| {
@@ -224,13 +299,49 @@ impl HttpClient {
                     .with_context(format!("upstream `{name}`: base_url"))
                     .with_source(e.into())
             })?;
+            let roots = Roots::read(name, &up.tls)?;
+            let (client, own_roots) = match (caller, roots) {
+                (Some(_), Some(_)) => {
+                    return Err(Error::new(ErrorKind::Config).with_context(format!(
+                        "upstream `{name}`: tls.ca_file cannot be combined with a caller's \
+                         reqwest client (add the certificate to that client instead)"
+                    )));
+                }
+                (Some(client), None) => (client.clone(), None),
+                (None, Some(roots)) => (roots.client(name)?, Some(roots)),
+                (None, None) => {
+                    let client = match &shared {
+                        Some(client) => client.clone(),
+                        None => shared.insert(Roots::default().client(name)?).clone(),
+                    };
+                    (client, Some(Roots::default()))
+                }
+            };
+            // Over DNS with clients of our own, each address gets a client resolving the base
+            // host to it, so requests keep the base host (Host header, TLS server name).
+            let resolve = match (&own_roots, &up.balance, base.domain()) {
+                (Some(roots), Some(balance), Some(domain)) if balance.dns.is_some() => {
+                    Some((roots.clone(), domain.to_owned()))
+                }
+                _ => None,
+            };
             let balancer = up
                 .balance
                 .as_ref()
                 .map(|cfg| {
                     let client = client.clone();
-                    cfg.build(name, move |endpoint: &str| {
-                        Ok(endpoint_service(client.clone(), endpoint))
+                    let upstream = name.clone();
+                    cfg.build(name, move |endpoint: &str| match &resolve {
+                        Some((roots, domain)) => {
+                            let addr: SocketAddr = endpoint.parse()?;
+                            let client = roots
+                                .builder()
+                                .resolve(domain, addr)
+                                .build()
+                                .map_err(|e| client_error(&upstream, e))?;
+                            Ok(ToEndpoint::resolved(client, addr.port()))
+                        }
+                        None => Ok(ToEndpoint::rewrite(client.clone(), endpoint)),
                     })
                 })
                 .transpose()
@@ -530,20 +641,103 @@ impl RequestBuilder<'_> {
     }
 }
 
-/// A service sending each request to one endpoint (`host:port`) instead of its URL's host.
+/// The trust roots of an upstream's own reqwest client: the platform's, plus those of
+/// `tls.ca_file` (with the `rustls` feature).
+#[derive(Clone, Default)]
+struct Roots {
+    #[cfg(feature = "rustls")]
+    certs: Vec<reqwest::Certificate>,
+}
+
+impl Roots {
+    /// The roots of `tls`, when it names a CA file (`None`: the upstream needs no client of
+    /// its own).
+    fn read(upstream: &str, tls: &HttpTlsConfig) -> Result<Option<Self>> {
+        let Some(path) = &tls.ca_file else {
+            return Ok(None);
+        };
+        let config = |why: String| {
+            Error::new(ErrorKind::Config).with_context(format!(
+                "upstream `{upstream}`: tls.ca_file `{}`: {why}",
+                path.display()
+            ))
+        };
+        #[cfg(feature = "rustls")]
+        {
+            let pem = std::fs::read(path)
+                .map_err(|e| config("cannot be read".to_owned()).with_source(e.into()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| config("is not PEM".to_owned()).with_source(e.into()))?;
+            if certs.is_empty() {
+                return Err(config("holds no PEM certificate".to_owned()));
+            }
+            Ok(Some(Self { certs }))
+        }
+        #[cfg(not(feature = "rustls"))]
+        {
+            Err(config(
+                "build archon-client with the `rustls` feature to use a CA file".to_owned(),
+            ))
+        }
+    }
+
+    /// A reqwest client builder trusting these roots.
+    fn builder(&self) -> reqwest::ClientBuilder {
+        let builder = reqwest::Client::builder();
+        #[cfg(feature = "rustls")]
+        let builder = builder.tls_certs_merge(self.certs.iter().cloned());
+        builder
+    }
+
+    fn client(&self, upstream: &str) -> Result<reqwest::Client> {
+        self.builder()
+            .build()
+            .map_err(|e| client_error(upstream, e))
+    }
+}
+
+fn client_error(upstream: &str, e: reqwest::Error) -> Error {
+    Error::new(ErrorKind::Config)
+        .with_context(format!(
+            "upstream `{upstream}`: cannot build its reqwest client"
+        ))
+        .with_source(e.into())
+}
+
+/// A service sending each request to one endpoint.
 #[derive(Clone)]
 struct ToEndpoint {
     client: reqwest::Client,
-    host: String,
+    /// `Some`: the URL's host becomes the endpoint's (static endpoints, or a caller's client).
+    /// `None`: the URL keeps its host and `client` resolves it to the endpoint's address.
+    host: Option<String>,
     port: Option<u16>,
 }
 
-fn endpoint_service(client: reqwest::Client, endpoint: &str) -> ToEndpoint {
-    // Checked by `BalanceConfig::validate` (static) or a socket address (DNS).
-    let (host, port) = split_authority(endpoint).map_or((endpoint.to_owned(), None), |(h, p)| {
-        (h.to_owned(), Some(p))
-    });
-    ToEndpoint { client, host, port }
+impl ToEndpoint {
+    /// Rewrites the URL to `endpoint` (`host:port`).
+    fn rewrite(client: reqwest::Client, endpoint: &str) -> Self {
+        // Checked by `BalanceConfig::validate` (static) or a socket address (DNS).
+        let (host, port) = split_authority(endpoint)
+            .map_or((endpoint.to_owned(), None), |(h, p)| {
+                (h.to_owned(), Some(p))
+            });
+        Self {
+            client,
+            host: Some(host),
+            port,
+        }
+    }
+
+    /// Keeps the URL's host; `client` resolves it to the endpoint's address, whose `port`
+    /// replaces a port written in the URL (which would win over the resolved one).
+    fn resolved(client: reqwest::Client, port: u16) -> Self {
+        Self {
+            client,
+            host: None,
+            port: Some(port),
+        }
+    }
 }
 
 impl tower_service::Service<reqwest::Request> for ToEndpoint {
@@ -561,8 +755,16 @@ impl tower_service::Service<reqwest::Request> for ToEndpoint {
     fn call(&mut self, mut req: reqwest::Request) -> Self::Future {
         let url = req.url_mut();
         // Cannot fail for an http(s) URL and a checked host; a failure leaves the URL as is.
-        let _ = url.set_host(Some(&self.host));
-        let _ = url.set_port(self.port);
+        match &self.host {
+            Some(host) => {
+                let _ = url.set_host(Some(host));
+                let _ = url.set_port(self.port);
+            }
+            None if url.port().is_some() => {
+                let _ = url.set_port(self.port);
+            }
+            None => {}
+        }
         tower_service::Service::call(&mut self.client, req)
     }
 }

@@ -26,8 +26,8 @@
 //! - `grpc` (default): the tonic channel wrapper (`grpc` module).
 //! - `rustls`: `https` upstreams, through reqwest's rustls TLS (implies `http`) and, with
 //!   `grpc`, tonic's TLS (aws-lc-rs crypto, the platform's trust roots, plus a configured CA
-//!   file for gRPC). Without it an `https` gRPC endpoint is a configuration error and
-//!   reqwest has no TLS.
+//!   file per HTTP upstream or gRPC config, `tls.ca_file`). Without it an `https` gRPC
+//!   endpoint or a `tls.ca_file` is a configuration error and reqwest has no TLS.
 //!
 //! ## Example
 //! ```

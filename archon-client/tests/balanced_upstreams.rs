@@ -4,7 +4,7 @@
 //! healthy one, and it comes back after recovery.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use archon_client::balance::{BalanceConfig, DnsConfig};
@@ -31,6 +31,8 @@ mod http_upstreams {
     struct Server {
         status: AtomicU16,
         hang: AtomicBool,
+        /// Milliseconds each answer takes.
+        delay_ms: AtomicU64,
         hits: AtomicUsize,
     }
 
@@ -38,6 +40,7 @@ mod http_upstreams {
         let state = Arc::new(Server {
             status: AtomicU16::new(status),
             hang: AtomicBool::new(false),
+            delay_ms: AtomicU64::new(0),
             hits: AtomicUsize::new(0),
         });
         let app = Router::new()
@@ -47,6 +50,10 @@ mod http_upstreams {
                     s.hits.fetch_add(1, Ordering::SeqCst);
                     if s.hang.load(Ordering::SeqCst) {
                         tokio::time::sleep(Duration::from_secs(3600)).await;
+                    }
+                    let delay = s.delay_ms.load(Ordering::SeqCst);
+                    if delay > 0 {
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
                     }
                     StatusCode::from_u16(s.status.load(Ordering::SeqCst)).unwrap()
                 }),
@@ -171,6 +178,105 @@ mod http_upstreams {
             a.hits.load(Ordering::SeqCst) + b.hits.load(Ordering::SeqCst),
             8
         );
+    }
+
+    /// Opens `breaker` by hand (its window of 4 fails), waits `ejection()`'s wait, and takes
+    /// its only half-open probe slot: a probe in flight.
+    async fn half_open_with_probe_out(
+        breaker: &archon_client::circuit_breaker::CircuitBreakerHandle,
+    ) -> archon_client::circuit_breaker::Permit {
+        for _ in 0..4 {
+            breaker
+                .try_acquire()
+                .unwrap()
+                .record(archon_client::Outcome::Failure);
+        }
+        assert_eq!(breaker.state(), CircuitState::Open);
+        tokio::time::sleep(Duration::from_millis(850)).await;
+        let probe = breaker.try_acquire().unwrap();
+        assert_eq!(breaker.state(), CircuitState::HalfOpen);
+        assert!(!breaker.admits_now());
+        probe
+    }
+
+    #[tokio::test]
+    async fn half_open_endpoint_with_its_probe_out_is_routed_around_then_taken_back() {
+        let (a_addr, a) = start(200).await;
+        let (b_addr, b) = start(200).await;
+        // A is slow, so B (no calls pending) is always the less loaded of the two.
+        a.delay_ms.store(150, Ordering::SeqCst);
+        let up = UpstreamConfig::new("http://inventory.invalid/api", ResiliencePolicy::default())
+            .balance(BalanceConfig::endpoints([&a_addr, &b_addr]).ejection(ejection()));
+        let client =
+            HttpClient::new(&HttpClientConfig::default().upstream("inventory", up)).unwrap();
+        let b_breaker = client
+            .endpoint_breakers("inventory")
+            .into_iter()
+            .find(|(ep, _)| *ep == b_addr)
+            .unwrap()
+            .1;
+        let probe = half_open_with_probe_out(&b_breaker).await;
+
+        let calls = (0..40).map(|_| client.get("inventory", "/items").send());
+        let results = futures::future::join_all(calls).await;
+        let rejected = results.iter().filter(|r| r.is_err()).count();
+        // B would reject every call (its only probe slot is taken): p2c must not pick it.
+        assert_eq!(rejected, 0, "{:?}", results.iter().find(|r| r.is_err()));
+        assert_eq!(b.hits.load(Ordering::SeqCst), 0);
+        assert_eq!(a.hits.load(Ordering::SeqCst), 40);
+
+        // The probe succeeds: B closes and, being the faster one, takes calls again at once.
+        probe.record(archon_client::Outcome::Success);
+        assert_eq!(b_breaker.state(), CircuitState::Closed);
+        let calls = (0..40).map(|_| client.get("inventory", "/items").send());
+        for result in futures::future::join_all(calls).await {
+            result.unwrap();
+        }
+        let back = b.hits.load(Ordering::SeqCst);
+        assert!(back >= 10, "B took only {back} of 40 calls after closing");
+        assert_eq!(a.hits.load(Ordering::SeqCst) + back, 80);
+    }
+
+    #[tokio::test]
+    async fn no_endpoint_admitting_a_call_fails_fast() {
+        let (a_addr, a) = start(200).await;
+        let (b_addr, b) = start(200).await;
+        let up = UpstreamConfig::new("http://inventory.invalid/api", ResiliencePolicy::default())
+            .balance(BalanceConfig::endpoints([&a_addr, &b_addr]).ejection(ejection()));
+        let client =
+            HttpClient::new(&HttpClientConfig::default().upstream("inventory", up)).unwrap();
+        let breakers = client.endpoint_breakers("inventory");
+        // A is forced open; B is half-open with its only probe out.
+        breakers
+            .iter()
+            .find(|(ep, _)| *ep == a_addr)
+            .unwrap()
+            .1
+            .force_open();
+        let b_breaker = &breakers.iter().find(|(ep, _)| *ep == b_addr).unwrap().1;
+        let probe = half_open_with_probe_out(b_breaker).await;
+
+        let started = std::time::Instant::now();
+        // Bounded: a balancer that only waits for B's probe would hang here.
+        let err = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.get("inventory", "/items").send(),
+        )
+        .await
+        .expect("the call waited instead of failing fast")
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::CircuitOpen, "{err}");
+        assert_eq!(
+            err.circuit_open().unwrap().state(),
+            CircuitState::HalfOpen,
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_millis(200));
+        assert_eq!(
+            a.hits.load(Ordering::SeqCst) + b.hits.load(Ordering::SeqCst),
+            0
+        );
+        drop(probe);
     }
 
     #[tokio::test]

@@ -353,6 +353,43 @@ async fn max_wait_in_half_open_reopens_a_stuck_breaker() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn admits_now_tells_whether_a_call_would_pass_without_taking_a_probe_slot() {
+    let cfg = small()
+        .permitted_calls_in_half_open(2)
+        .max_wait_in_half_open(Duration::from_secs(30));
+    let breaker = CircuitBreakerHandle::new("peek", cfg).unwrap();
+    assert!(breaker.admits_now());
+    for _ in 0..10 {
+        breaker.try_acquire().unwrap().record(Outcome::Failure);
+    }
+    assert!(!breaker.admits_now());
+    tokio::time::advance(Duration::from_secs(10)).await;
+    // The wait is over: the next call would be a probe. Asking takes no slot.
+    assert!(breaker.admits_now());
+    assert!(breaker.admits_now());
+    let first = breaker.try_acquire().unwrap();
+    assert_eq!(breaker.state(), CircuitState::HalfOpen);
+    assert!(breaker.admits_now());
+    let second = breaker.try_acquire().unwrap();
+    assert!(!breaker.admits_now());
+    // A cancelled probe frees its slot.
+    drop(second);
+    assert!(breaker.admits_now());
+    let second = breaker.try_acquire().unwrap();
+    assert!(!breaker.admits_now());
+    assert_eq!(breaker.state(), CircuitState::HalfOpen);
+    // Stuck past max_wait_in_half_open: asking moves it to open, as a call would.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert!(!breaker.admits_now());
+    assert_eq!(breaker.state(), CircuitState::Open);
+    drop((first, second));
+    breaker.force_open();
+    assert!(!breaker.admits_now());
+    breaker.disable();
+    assert!(breaker.admits_now());
+}
+
+#[tokio::test(start_paused = true)]
 async fn forced_open_disabled_and_metrics_only() {
     let (mut svc, breaker) = service(small());
     breaker.force_open();

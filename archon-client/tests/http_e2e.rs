@@ -365,3 +365,15 @@ async fn json_helpers_and_context_headers() {
     let err = client.get("nope", "/").send().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::UnknownUpstream);
 }
+
+/// Without the `rustls` feature reqwest has no TLS: a CA file cannot be honoured.
+#[cfg(not(feature = "rustls"))]
+#[test]
+fn ca_file_without_the_rustls_feature_is_a_config_error() {
+    let up = UpstreamConfig::new("https://localhost:1", ResiliencePolicy::default()).tls(
+        archon_client::http::HttpTlsConfig::ca_file("/etc/archon/ca.pem"),
+    );
+    let err = HttpClient::new(&HttpClientConfig::default().upstream("secure", up)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("rustls"), "{err}");
+}

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use archon_client::http::{HttpClient, HttpClientConfig, UpstreamConfig};
+use archon_client::balance::{BalanceConfig, DnsConfig};
+use archon_client::http::{HttpClient, HttpClientConfig, HttpTlsConfig, UpstreamConfig};
 use archon_client::{ErrorKind, ResiliencePolicy};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -57,7 +58,9 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
-async fn https_server(cert: &Cert) -> u16 {
+/// Serves `/hello` ("secure") and `/host` (the request's Host header) over TLS with `cert`
+/// on each listener.
+fn serve_tls(cert: &Cert, listeners: Vec<TcpListener>) {
     let config = ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(
@@ -65,15 +68,70 @@ async fn https_server(cert: &Cert) -> u16 {
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_der.clone())),
         )
         .unwrap();
+    let tls = TlsAcceptor::from(Arc::new(config));
+    let app = axum::Router::new()
+        .route("/hello", axum::routing::get(|| async { "secure" }))
+        .route(
+            "/host",
+            axum::routing::get(|headers: axum::http::HeaderMap| async move {
+                headers
+                    .get(axum::http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            }),
+        );
+    for tcp in listeners {
+        let listener = TlsListener {
+            tcp,
+            tls: tls.clone(),
+        };
+        let app = app.clone();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    }
+}
+
+async fn https_server(cert: &Cert) -> u16 {
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = tcp.local_addr().unwrap().port();
-    let listener = TlsListener {
-        tcp,
-        tls: TlsAcceptor::from(Arc::new(config)),
-    };
-    let app = axum::Router::new().route("/hello", axum::routing::get(|| async { "secure" }));
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    serve_tls(cert, vec![tcp]);
     port
+}
+
+/// A server on every address `localhost` resolves to (127.0.0.1 here; also ::1 on hosts
+/// that resolve it so), all on one port.
+async fn https_localhost_server(cert: &Cert) -> u16 {
+    let mut addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(("localhost", 0))
+        .await
+        .unwrap()
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    let first = TcpListener::bind(addrs[0]).await.unwrap();
+    let port = first.local_addr().unwrap().port();
+    let mut listeners = vec![first];
+    for mut addr in addrs.into_iter().skip(1) {
+        addr.set_port(port);
+        listeners.push(TcpListener::bind(addr).await.unwrap());
+    }
+    serve_tls(cert, listeners);
+    port
+}
+
+/// The certificate written to a PEM file of its own (removed by the test).
+fn ca_file(cert: &Cert) -> std::path::PathBuf {
+    pem_file(&cert.pem)
+}
+
+fn pem_file(contents: &str) -> std::path::PathBuf {
+    use std::hash::{BuildHasher, RandomState};
+    let suffix = RandomState::new().hash_one(std::time::SystemTime::now());
+    let path = std::env::temp_dir().join(format!(
+        "archon-client-tls-{}-{suffix}.pem",
+        std::process::id()
+    ));
+    std::fs::write(&path, contents).unwrap();
+    path
 }
 
 fn upstream(base: String) -> HttpClientConfig {
@@ -117,10 +175,100 @@ async fn untrusted_certificate_is_a_transport_error() {
     assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
 }
 
+#[tokio::test]
+async fn https_upstream_trusts_its_configured_ca_file() {
+    let cert = self_signed();
+    let port = https_server(&cert).await;
+    let ca = ca_file(&cert);
+    let cfg: HttpClientConfig = toml::from_str(&format!(
+        r#"
+        [upstreams.trusted]
+        base_url = "https://localhost:{port}"
+        tls = {{ ca_file = '{}' }}
+        [upstreams.plain]
+        base_url = "https://localhost:{port}"
+        "#,
+        ca.display()
+    ))
+    .unwrap();
+    let client = HttpClient::new(&cfg).unwrap();
+    let body = client
+        .get("trusted", "/hello")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "secure");
+    // The CA is the upstream's own: another upstream of the same client does not trust it.
+    let err = client.get("plain", "/hello").send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
+    std::fs::remove_file(ca).unwrap();
+}
+
+#[test]
+fn unusable_ca_file_is_a_config_error() {
+    let cert = self_signed();
+    let missing = std::env::temp_dir().join("archon-client-tls-does-not-exist.pem");
+    let no_cert = pem_file("not a certificate\n");
+    let key_only = pem_file(&cert.key_pem);
+    let broken = pem_file("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n");
+    for path in [&missing, &no_cert, &key_only, &broken] {
+        let up = UpstreamConfig::new("https://localhost:1", ResiliencePolicy::default())
+            .tls(HttpTlsConfig::ca_file(path));
+        let err = HttpClient::new(&HttpClientConfig::default().upstream("secure", up)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{}: {err}", path.display());
+        assert!(err.to_string().contains("tls.ca_file"), "{err}");
+    }
+    // A caller's client brings its own roots: a ca_file beside it would be ignored.
+    let good = ca_file(&cert);
+    let up = UpstreamConfig::new("https://localhost:1", ResiliencePolicy::default())
+        .tls(HttpTlsConfig::ca_file(&good));
+    let cfg = HttpClientConfig::default().upstream("secure", up);
+    assert!(HttpClient::new(&cfg).is_ok());
+    let err = HttpClient::with_reqwest(&reqwest::Client::new(), &cfg).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    for path in [no_cert, key_only, broken, good] {
+        std::fs::remove_file(path).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn https_balanced_over_dns_keeps_the_base_host_for_the_certificate() {
+    // The certificate names `localhost` only, not 127.0.0.1.
+    let cert = self_signed();
+    let port = https_localhost_server(&cert).await;
+    let ca = ca_file(&cert);
+    let up = UpstreamConfig::new("https://localhost", ResiliencePolicy::default())
+        .tls(HttpTlsConfig::ca_file(&ca))
+        .balance(BalanceConfig::dns(DnsConfig::new("localhost", port)));
+    let client = HttpClient::new(&HttpClientConfig::default().upstream("secure", up)).unwrap();
+    for _ in 0..4 {
+        let host = client
+            .get("secure", "/host")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        // Sent to a resolved address, with the base URL's host.
+        assert_eq!(host, "localhost");
+    }
+    let endpoints = client.endpoint_breakers("secure");
+    assert!(
+        endpoints
+            .iter()
+            .any(|(ep, _)| *ep == format!("127.0.0.1:{port}")),
+        "{endpoints:?}"
+    );
+    std::fs::remove_file(ca).unwrap();
+}
+
 #[cfg(feature = "grpc")]
 mod grpc {
     use super::*;
-    use archon_client::balance::BalanceConfig;
     use archon_client::grpc::{GrpcConfig, channel};
     use tonic::transport::{Identity, Server, ServerTlsConfig};
     use tonic_health::pb::HealthCheckRequest;
@@ -144,21 +292,6 @@ mod grpc {
                 .unwrap();
         });
         port
-    }
-
-    fn ca_file(cert: &Cert) -> std::path::PathBuf {
-        let path = std::env::temp_dir().join(format!(
-            "archon-client-tls-{}-{}.pem",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::write(&path, &cert.pem).unwrap();
-        path
-    }
-
-    fn rand_suffix() -> u64 {
-        use std::hash::{BuildHasher, RandomState};
-        RandomState::new().hash_one(std::time::SystemTime::now())
     }
 
     #[tokio::test]

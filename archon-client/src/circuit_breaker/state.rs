@@ -163,6 +163,9 @@ struct Shared {
     epoch: Instant,
     transition_lock: Mutex<()>,
     callback: OnceLock<Callback>,
+    /// Tasks waiting for the breaker to admit again (see `wake_on_change`): woken on every
+    /// transition and whenever a half-open probe slot is freed. Cold paths only.
+    waiters: Mutex<Vec<std::task::Waker>>,
     metrics: Metrics,
 }
 
@@ -393,6 +396,7 @@ impl CircuitBreakerHandle {
             epoch: Instant::now(),
             transition_lock: Mutex::new(()),
             callback: OnceLock::new(),
+            waiters: Mutex::new(Vec::new()),
             metrics,
         });
         let tokens = (0..stripes)
@@ -466,6 +470,41 @@ impl CircuitBreakerHandle {
                 (now < until).then(|| Duration::from_nanos(until - now))
             }
             _ => None,
+        }
+    }
+
+    /// Whether a call made now would be admitted, without taking a permit or a probe slot
+    /// and without counting a rejection: `false` while open (wait not over), forced open, or
+    /// half-open with every probe slot taken. A balancer asks this to route around an
+    /// endpoint whose breaker would reject the call.
+    ///
+    /// Like [`try_acquire`](Self::try_acquire), it moves a breaker that has stayed half-open
+    /// longer than `max_wait_in_half_open` to open.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle};
+    /// let cfg = CircuitBreakerConfig::default().permitted_calls_in_half_open(1);
+    /// let breaker = CircuitBreakerHandle::new("inventory", cfg).unwrap();
+    /// assert!(breaker.admits_now());
+    /// breaker.force_open();
+    /// assert!(!breaker.admits_now());
+    /// breaker.reset();
+    /// let permit = breaker.try_acquire().unwrap();
+    /// assert!(breaker.admits_now()); // closed: asking takes nothing
+    /// # drop(permit);
+    /// ```
+    pub fn admits_now(&self) -> bool {
+        self.shared().admits_now()
+    }
+
+    /// Wakes `waker` on the breaker's next transition or freed half-open probe slot (once).
+    pub(crate) fn wake_on_change(&self, waker: &std::task::Waker) {
+        let mut waiters = match self.shared().waiters.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if !waiters.iter().any(|w| w.will_wake(waker)) {
+            waiters.push(waker.clone());
         }
     }
 
@@ -609,6 +648,57 @@ impl Shared {
         }
     }
 
+    /// `admit` without taking a probe slot or counting a rejection.
+    fn admits_now(&self) -> bool {
+        loop {
+            let word = self.word.load(Ordering::Acquire);
+            match CircuitState::from_code(word) {
+                CircuitState::Closed | CircuitState::MetricsOnly | CircuitState::Disabled => {
+                    return true;
+                }
+                CircuitState::ForcedOpen => return false,
+                // With the wait over, the next call moves it to half-open, where every probe
+                // slot is free (at least one is configured).
+                CircuitState::Open => {
+                    let until = self
+                        .since
+                        .load(Ordering::Relaxed)
+                        .saturating_add(self.open_for.load(Ordering::Relaxed));
+                    return self.now_nanos() >= until;
+                }
+                CircuitState::HalfOpen => {
+                    let permitted = u64::from(self.config.permitted_calls_in_half_open);
+                    if probe_field(self.probes.load(Ordering::Acquire), PROBE_ADMITTED) < permitted
+                    {
+                        return true;
+                    }
+                    let max_wait = self.config.max_wait_in_half_open;
+                    if !max_wait.is_zero() {
+                        let stayed = self
+                            .now_nanos()
+                            .saturating_sub(self.since.load(Ordering::Relaxed));
+                        if stayed >= nanos(max_wait) {
+                            self.transition(word, CircuitState::Open);
+                            continue;
+                        }
+                    }
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Wakes the tasks waiting in `wake_on_change`.
+    fn wake_waiters(&self) {
+        let waiters = match self.waiters.lock() {
+            Ok(mut guard) => std::mem::take(&mut *guard),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for waker in waiters {
+            waker.wake();
+        }
+    }
+
     /// The time-window second of `now` (read from the clock only when not given).
     fn second(&self, now: Option<Instant>) -> u64 {
         now.unwrap_or_else(Instant::now)
@@ -697,12 +787,15 @@ impl Shared {
     }
 
     fn release_probe(&self, word: u64) {
-        let _ = self
+        let freed = self
             .probes
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
                 (self.word.load(Ordering::Acquire) == word && probe_field(p, PROBE_ADMITTED) > 0)
                     .then(|| p - PROBE_ADMITTED)
             });
+        if freed.is_ok() {
+            self.wake_waiters();
+        }
     }
 
     fn rates_exceeded(&self, s: Snapshot) -> bool {
@@ -774,6 +867,7 @@ impl Shared {
             generation,
             "circuit breaker state transition"
         );
+        self.wake_waiters();
         if let Some(callback) = self.callback.get() {
             callback(&StateTransition {
                 name: self.name.clone(),
