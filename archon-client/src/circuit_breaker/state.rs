@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::clock::{SlowAt, SlowClock};
 use super::config::{CircuitBreakerConfig, InvalidConfig, WindowType};
 use super::error::CircuitOpen;
 use super::window::{
@@ -146,6 +147,8 @@ struct Shared {
     slow_ppm: u64,
     /// A call is slow when it takes at least this long; zero: slow-call detection off.
     slow_duration: Duration,
+    /// The clock that times calls (see the clock module).
+    slow_clock: SlowClock,
     minimum_calls: u64,
     /// State in the low 3 bits, generation above. Read on every call, written on transitions
     /// only: kept away from the window's counters.
@@ -305,10 +308,9 @@ pub struct WindowMetrics {
 pub struct Permit {
     token: Arc<Token>,
     word: u64,
-    /// When the call becomes slow (its start plus `slow_call_duration`); `None` when the
-    /// breaker does not time calls (slow-call detection off) or never (overflow).
-    /// off).
-    slow_at: Option<Instant>,
+    /// When the call becomes slow (its start plus `slow_call_duration`), on the breaker's
+    /// clock; `Never` when the breaker does not time calls (slow-call detection off).
+    slow_at: SlowAt,
     done: bool,
 }
 
@@ -326,14 +328,8 @@ impl Permit {
     /// slow-call detection is off).
     pub fn record(mut self, outcome: Outcome) {
         self.done = true;
-        let (slow, now) = match self.slow_at {
-            Some(slow_at) => {
-                // One clock reading gives both the slowness and the time-window second.
-                let now = Instant::now();
-                (now >= slow_at, Some(now))
-            }
-            None => (false, None),
-        };
+        // With tokio's clock, one reading gives both the slowness and the time-window second.
+        let (slow, now) = self.slow_at.check();
         self.token.shared.record(self.word, outcome, slow, now);
     }
 
@@ -380,6 +376,7 @@ impl CircuitBreakerHandle {
             failure_ppm: percent_to_ppm(config.failure_rate_threshold),
             slow_ppm: percent_to_ppm(config.slow_call_rate_threshold),
             slow_duration: config.slow_call_duration,
+            slow_clock: SlowClock::for_duration(config.slow_call_duration),
             minimum_calls: config.effective_minimum_calls(),
             name,
             config,
@@ -616,12 +613,9 @@ impl Shared {
             .as_secs()
     }
 
-    /// When a call starting now becomes slow (`None`: slow-call detection off).
-    fn slow_at(&self) -> Option<Instant> {
-        if self.slow_duration.is_zero() {
-            return None;
-        }
-        Instant::now().checked_add(self.slow_duration)
+    /// When a call starting now becomes slow.
+    fn slow_at(&self) -> SlowAt {
+        self.slow_clock.slow_at(self.slow_duration)
     }
 
     fn record(&self, word: u64, outcome: Outcome, slow: bool, now: Option<Instant>) {
