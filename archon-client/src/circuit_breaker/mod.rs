@@ -152,6 +152,7 @@ where
             .map_err(CircuitBreakerError::Inner)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         match self.handle.try_acquire() {
             Ok(permit) => future::ResponseFuture::called(

@@ -51,7 +51,7 @@ impl CircuitState {
         Self::MetricsOnly,
     ];
 
-    fn code(self) -> u64 {
+    const fn code(self) -> u64 {
         match self {
             Self::Closed => 0,
             Self::Open => 1,
@@ -126,6 +126,16 @@ const PROBE_ADMITTED: u64 = 1;
 const PROBE_COMPLETED: u64 = 1 << 16;
 const PROBE_FAILED: u64 = 1 << 32;
 const PROBE_SLOW: u64 = 1 << 48;
+
+/// Whether the state in `word` admits every call without further checks (closed, disabled,
+/// metrics only).
+#[inline]
+fn admits_every_call(word: u64) -> bool {
+    const CLOSED: u64 = CircuitState::Closed.code();
+    const DISABLED: u64 = CircuitState::Disabled.code();
+    const METRICS_ONLY: u64 = CircuitState::MetricsOnly.code();
+    matches!(word & STATE_MASK, CLOSED | DISABLED | METRICS_ONLY)
+}
 
 fn probe_field(word: u64, unit: u64) -> u64 {
     (word / unit) & 0xFFFF
@@ -326,6 +336,7 @@ impl fmt::Debug for Permit {
 impl Permit {
     /// Records the call's outcome, timed from when the permit was taken (not timed when
     /// slow-call detection is off).
+    #[inline]
     pub fn record(mut self, outcome: Outcome) {
         self.done = true;
         // With tokio's clock, one reading gives both the slowness and the time-window second.
@@ -494,14 +505,22 @@ impl CircuitBreakerHandle {
     ///
     /// # Errors
     /// [`CircuitOpen`] while open, forced open, or half-open with every probe slot taken.
+    #[inline]
     pub fn try_acquire(&self) -> Result<Permit, CircuitOpen> {
-        let word = self.shared().admit()?;
+        let shared = self.shared();
+        let word = shared.word.load(Ordering::Acquire);
+        // Closed, disabled and metrics-only admit every call: the one load above is all.
+        let word = if admits_every_call(word) {
+            word
+        } else {
+            shared.admit()?
+        };
         let tokens = &self.outer.tokens;
         Ok(Permit {
             // `tokens.len()` is a power of two.
             token: tokens[thread_index() & (tokens.len() - 1)].clone(),
             word,
-            slow_at: self.shared().slow_at(),
+            slow_at: shared.slow_at(),
             done: false,
         })
     }
@@ -541,6 +560,8 @@ impl Shared {
         self.epoch.elapsed().as_secs()
     }
 
+    /// Admission in any state (the closed fast path is in `try_acquire`).
+    #[inline(never)]
     fn admit(&self) -> Result<u64, CircuitOpen> {
         loop {
             let word = self.word.load(Ordering::Acquire);
@@ -614,6 +635,7 @@ impl Shared {
     }
 
     /// When a call starting now becomes slow.
+    #[inline]
     fn slow_at(&self) -> SlowAt {
         self.slow_clock.slow_at(self.slow_duration)
     }
