@@ -640,6 +640,7 @@ impl Shared {
         self.slow_clock.slow_at(self.slow_duration)
     }
 
+    #[inline]
     fn record(&self, word: u64, outcome: Outcome, slow: bool, now: Option<Instant>) {
         let state = CircuitState::from_code(word);
         if state == CircuitState::Disabled {
@@ -680,27 +681,31 @@ impl Shared {
                     self.transition(word, CircuitState::Open);
                 }
             }
-            CircuitState::HalfOpen => {
-                let add = PROBE_COMPLETED
-                    + if failure { PROBE_FAILED } else { 0 }
-                    + if slow { PROBE_SLOW } else { 0 };
-                let probes = self.probes.fetch_add(add, Ordering::AcqRel) + add;
-                let completed = probe_field(probes, PROBE_COMPLETED);
-                if completed == u64::from(self.config.permitted_calls_in_half_open) {
-                    let snap = Snapshot {
-                        calls: completed,
-                        failures: probe_field(probes, PROBE_FAILED),
-                        slow: probe_field(probes, PROBE_SLOW),
-                    };
-                    let to = if self.rates_exceeded(snap) {
-                        CircuitState::Open
-                    } else {
-                        CircuitState::Closed
-                    };
-                    self.transition(word, to);
-                }
-            }
+            CircuitState::HalfOpen => self.record_probe(word, failure, slow),
             _ => {}
+        }
+    }
+
+    /// Records a half-open probe's outcome; the last probe decides closed or open.
+    #[inline(never)]
+    fn record_probe(&self, word: u64, failure: bool, slow: bool) {
+        let add = PROBE_COMPLETED
+            + if failure { PROBE_FAILED } else { 0 }
+            + if slow { PROBE_SLOW } else { 0 };
+        let probes = self.probes.fetch_add(add, Ordering::AcqRel) + add;
+        let completed = probe_field(probes, PROBE_COMPLETED);
+        if completed == u64::from(self.config.permitted_calls_in_half_open) {
+            let snap = Snapshot {
+                calls: completed,
+                failures: probe_field(probes, PROBE_FAILED),
+                slow: probe_field(probes, PROBE_SLOW),
+            };
+            let to = if self.rates_exceeded(snap) {
+                CircuitState::Open
+            } else {
+                CircuitState::Closed
+            };
+            self.transition(word, to);
         }
     }
 

@@ -491,6 +491,7 @@ impl TimeWindow {
 
     /// Records one outcome of the breaker state `word` at second `now_sec` through `stripe`;
     /// returns the totals the outcome is judged by (see the module docs).
+    #[inline(never)]
     pub(crate) fn record(
         &self,
         stripe: Option<&Stripe>,
