@@ -27,6 +27,7 @@ impl Slot {
 }
 
 impl Drop for Slot {
+    #[inline]
     fn drop(&mut self) {
         self.shared.release();
     }
@@ -59,6 +60,7 @@ impl<F, T> fmt::Debug for ResponseFuture<F, T> {
 }
 
 impl<F, T> ResponseFuture<F, T> {
+    #[inline]
     pub(crate) fn running(future: F, slot: Slot) -> Self {
         Self {
             state: State::Running { future, slot },
@@ -99,6 +101,7 @@ where
 {
     type Output = Result<T, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let out = match this.state.as_mut().project() {

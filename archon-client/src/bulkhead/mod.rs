@@ -113,6 +113,7 @@ impl Shared {
     }
 
     /// Takes a slot if one is free.
+    #[inline]
     pub(crate) fn try_acquire(&self) -> bool {
         // SeqCst pairs with `release`: a waiter either sees the slot freed or is notified.
         let mut current = self.in_flight.load(Ordering::SeqCst);
@@ -136,6 +137,7 @@ impl Shared {
     }
 
     /// Gives a slot back, waking one waiter if any.
+    #[inline]
     pub(crate) fn release(&self) {
         let before = self.in_flight.fetch_sub(1, Ordering::SeqCst);
         self.in_use.set(before.saturating_sub(1) as f64);
@@ -216,6 +218,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         if self.shared.try_acquire() {
             return future::ResponseFuture::running(
@@ -223,6 +226,22 @@ where
                 future::Slot::new(self.shared.clone()),
             );
         }
+        self.full(req)
+    }
+}
+
+impl<S> Bulkhead<S> {
+    /// No slot free: reject, or wait for one (kept out of line so that the path taking a
+    /// slot stays small enough to inline).
+    #[cold]
+    #[inline(never)]
+    fn full<Req>(&mut self, req: Req) -> future::ResponseFuture<S::Future, S::Response>
+    where
+        S: Service<Req> + Clone + Send + 'static,
+        S::Future: Send,
+        S::Error: Into<BoxError>,
+        Req: Send + 'static,
+    {
         if self.shared.max_wait.is_zero() {
             self.shared.rejected.increment(1);
             future::ResponseFuture::rejected()

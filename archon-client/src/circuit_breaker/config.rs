@@ -54,6 +54,9 @@ pub struct CircuitBreakerConfig {
     pub slow_call_rate_threshold: f64,
     /// A call taking at least this long is slow. Zero turns slow-call detection off: calls
     /// are then not timed at all (with a count window the breaker reads no clock per call).
+    /// From 10 s up, calls are timed with the coarse monotonic clock on Linux (resolution
+    /// one timer tick, at most 0.1 % of the duration), which does not follow tokio's paused
+    /// test clock; below 10 s, with tokio's clock.
     #[serde(with = "archon_core::config::duration")]
     pub slow_call_duration: Duration,
     /// Count or time window.

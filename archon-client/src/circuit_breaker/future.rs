@@ -32,6 +32,7 @@ pin_project! {
 }
 
 impl<F, C> ResponseFuture<F, C> {
+    #[inline]
     pub(crate) fn called(inner: F, permit: Permit, classifier: C) -> Self {
         Self {
             state: State::Called {
@@ -42,6 +43,7 @@ impl<F, C> ResponseFuture<F, C> {
         }
     }
 
+    #[inline]
     pub(crate) fn rejected(open: CircuitOpen, classifier: C) -> Self {
         Self {
             state: State::Rejected { open: Some(open) },
@@ -57,6 +59,7 @@ where
 {
     type Output = Result<T, CircuitBreakerError<E>>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         match this.state.project() {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::clock::{SlowAt, SlowClock};
 use super::config::{CircuitBreakerConfig, InvalidConfig, WindowType};
 use super::error::CircuitOpen;
 use super::window::{
@@ -50,7 +51,7 @@ impl CircuitState {
         Self::MetricsOnly,
     ];
 
-    fn code(self) -> u64 {
+    const fn code(self) -> u64 {
         match self {
             Self::Closed => 0,
             Self::Open => 1,
@@ -126,6 +127,16 @@ const PROBE_COMPLETED: u64 = 1 << 16;
 const PROBE_FAILED: u64 = 1 << 32;
 const PROBE_SLOW: u64 = 1 << 48;
 
+/// Whether the state in `word` admits every call without further checks (closed, disabled,
+/// metrics only).
+#[inline]
+fn admits_every_call(word: u64) -> bool {
+    const CLOSED: u64 = CircuitState::Closed.code();
+    const DISABLED: u64 = CircuitState::Disabled.code();
+    const METRICS_ONLY: u64 = CircuitState::MetricsOnly.code();
+    matches!(word & STATE_MASK, CLOSED | DISABLED | METRICS_ONLY)
+}
+
 fn probe_field(word: u64, unit: u64) -> u64 {
     (word / unit) & 0xFFFF
 }
@@ -146,6 +157,8 @@ struct Shared {
     slow_ppm: u64,
     /// A call is slow when it takes at least this long; zero: slow-call detection off.
     slow_duration: Duration,
+    /// The clock that times calls (see the clock module).
+    slow_clock: SlowClock,
     minimum_calls: u64,
     /// State in the low 3 bits, generation above. Read on every call, written on transitions
     /// only: kept away from the window's counters.
@@ -308,10 +321,9 @@ pub struct WindowMetrics {
 pub struct Permit {
     token: Arc<Token>,
     word: u64,
-    /// When the call becomes slow (its start plus `slow_call_duration`); `None` when the
-    /// breaker does not time calls (slow-call detection off) or never (overflow).
-    /// off).
-    slow_at: Option<Instant>,
+    /// When the call becomes slow (its start plus `slow_call_duration`), on the breaker's
+    /// clock; `Never` when the breaker does not time calls (slow-call detection off).
+    slow_at: SlowAt,
     done: bool,
 }
 
@@ -327,16 +339,11 @@ impl fmt::Debug for Permit {
 impl Permit {
     /// Records the call's outcome, timed from when the permit was taken (not timed when
     /// slow-call detection is off).
+    #[inline]
     pub fn record(mut self, outcome: Outcome) {
         self.done = true;
-        let (slow, now) = match self.slow_at {
-            Some(slow_at) => {
-                // One clock reading gives both the slowness and the time-window second.
-                let now = Instant::now();
-                (now >= slow_at, Some(now))
-            }
-            None => (false, None),
-        };
+        // With tokio's clock, one reading gives both the slowness and the time-window second.
+        let (slow, now) = self.slow_at.check();
         self.token.shared.record(self.word, outcome, slow, now);
     }
 
@@ -383,6 +390,7 @@ impl CircuitBreakerHandle {
             failure_ppm: percent_to_ppm(config.failure_rate_threshold),
             slow_ppm: percent_to_ppm(config.slow_call_rate_threshold),
             slow_duration: config.slow_call_duration,
+            slow_clock: SlowClock::for_duration(config.slow_call_duration),
             minimum_calls: config.effective_minimum_calls(),
             name,
             config,
@@ -536,14 +544,22 @@ impl CircuitBreakerHandle {
     ///
     /// # Errors
     /// [`CircuitOpen`] while open, forced open, or half-open with every probe slot taken.
+    #[inline]
     pub fn try_acquire(&self) -> Result<Permit, CircuitOpen> {
-        let word = self.shared().admit()?;
+        let shared = self.shared();
+        let word = shared.word.load(Ordering::Acquire);
+        // Closed, disabled and metrics-only admit every call: the one load above is all.
+        let word = if admits_every_call(word) {
+            word
+        } else {
+            shared.admit()?
+        };
         let tokens = &self.outer.tokens;
         Ok(Permit {
             // `tokens.len()` is a power of two.
             token: tokens[thread_index() & (tokens.len() - 1)].clone(),
             word,
-            slow_at: self.shared().slow_at(),
+            slow_at: shared.slow_at(),
             done: false,
         })
     }
@@ -583,6 +599,8 @@ impl Shared {
         self.epoch.elapsed().as_secs()
     }
 
+    /// Admission in any state (the closed fast path is in `try_acquire`).
+    #[inline(never)]
     fn admit(&self) -> Result<u64, CircuitOpen> {
         loop {
             let word = self.word.load(Ordering::Acquire);
@@ -706,14 +724,13 @@ impl Shared {
             .as_secs()
     }
 
-    /// When a call starting now becomes slow (`None`: slow-call detection off).
-    fn slow_at(&self) -> Option<Instant> {
-        if self.slow_duration.is_zero() {
-            return None;
-        }
-        Instant::now().checked_add(self.slow_duration)
+    /// When a call starting now becomes slow.
+    #[inline]
+    fn slow_at(&self) -> SlowAt {
+        self.slow_clock.slow_at(self.slow_duration)
     }
 
+    #[inline]
     fn record(&self, word: u64, outcome: Outcome, slow: bool, now: Option<Instant>) {
         let state = CircuitState::from_code(word);
         if state == CircuitState::Disabled {
@@ -754,27 +771,31 @@ impl Shared {
                     self.transition(word, CircuitState::Open);
                 }
             }
-            CircuitState::HalfOpen => {
-                let add = PROBE_COMPLETED
-                    + if failure { PROBE_FAILED } else { 0 }
-                    + if slow { PROBE_SLOW } else { 0 };
-                let probes = self.probes.fetch_add(add, Ordering::AcqRel) + add;
-                let completed = probe_field(probes, PROBE_COMPLETED);
-                if completed == u64::from(self.config.permitted_calls_in_half_open) {
-                    let snap = Snapshot {
-                        calls: completed,
-                        failures: probe_field(probes, PROBE_FAILED),
-                        slow: probe_field(probes, PROBE_SLOW),
-                    };
-                    let to = if self.rates_exceeded(snap) {
-                        CircuitState::Open
-                    } else {
-                        CircuitState::Closed
-                    };
-                    self.transition(word, to);
-                }
-            }
+            CircuitState::HalfOpen => self.record_probe(word, failure, slow),
             _ => {}
+        }
+    }
+
+    /// Records a half-open probe's outcome; the last probe decides closed or open.
+    #[inline(never)]
+    fn record_probe(&self, word: u64, failure: bool, slow: bool) {
+        let add = PROBE_COMPLETED
+            + if failure { PROBE_FAILED } else { 0 }
+            + if slow { PROBE_SLOW } else { 0 };
+        let probes = self.probes.fetch_add(add, Ordering::AcqRel) + add;
+        let completed = probe_field(probes, PROBE_COMPLETED);
+        if completed == u64::from(self.config.permitted_calls_in_half_open) {
+            let snap = Snapshot {
+                calls: completed,
+                failures: probe_field(probes, PROBE_FAILED),
+                slow: probe_field(probes, PROBE_SLOW),
+            };
+            let to = if self.rates_exceeded(snap) {
+                CircuitState::Open
+            } else {
+                CircuitState::Closed
+            };
+            self.transition(word, to);
         }
     }
 

@@ -144,7 +144,26 @@ impl Stripe {
 /// next new thread takes the smallest free one). Stripe `i` is written only by the thread of
 /// index `i`, so recording needs no lock; threads with an index past the last stripe record
 /// straight into the shared window.
+#[inline]
 pub(crate) fn thread_index() -> usize {
+    let cached = CACHED_INDEX.try_with(Cell::get).unwrap_or(NO_INDEX);
+    if cached != NO_INDEX {
+        return cached;
+    }
+    first_thread_index()
+}
+
+const NO_INDEX: usize = usize::MAX;
+
+thread_local! {
+    /// A copy of this thread's index that needs no lazy-initialisation check on every call.
+    static CACHED_INDEX: Cell<usize> = const { Cell::new(NO_INDEX) };
+}
+
+/// The first call on this thread (or its locals are being destroyed: no stripe).
+#[cold]
+#[inline(never)]
+fn first_thread_index() -> usize {
     static FREE: Mutex<Vec<usize>> = Mutex::new(Vec::new());
     static NEXT: AtomicUsize = AtomicUsize::new(0);
 
@@ -163,27 +182,19 @@ pub(crate) fn thread_index() -> usize {
     impl Drop for Index {
         fn drop(&mut self) {
             // From now on (other thread locals being destroyed) this thread has no stripe.
-            let _ = CACHED.try_with(|c| c.set(NONE));
+            let _ = CACHED_INDEX.try_with(|c| c.set(NO_INDEX));
             if let Ok(mut free) = FREE.lock() {
                 free.push(self.0);
             }
         }
     }
 
-    const NONE: usize = usize::MAX;
     thread_local! {
         static INDEX: Index = Index::take();
-        /// A copy of `INDEX` that needs no lazy-initialisation check on every call.
-        static CACHED: Cell<usize> = const { Cell::new(NONE) };
     }
-    let cached = CACHED.try_with(Cell::get).unwrap_or(NONE);
-    if cached != NONE {
-        return cached;
-    }
-    // First call on this thread (or its locals are being destroyed: no stripe).
-    let index = INDEX.try_with(|i| i.0).unwrap_or(NONE);
-    if index != NONE {
-        let _ = CACHED.try_with(|c| c.set(index));
+    let index = INDEX.try_with(|i| i.0).unwrap_or(NO_INDEX);
+    if index != NO_INDEX {
+        let _ = CACHED_INDEX.try_with(|c| c.set(index));
     }
     index
 }
@@ -262,7 +273,8 @@ impl CountWindow {
     }
 
     /// Moves `codes` into the ring (in order, replacing the oldest) and returns the new packed
-    /// totals.
+    /// totals. Out of line: once per batch, and it keeps `record` small enough to inline.
+    #[inline(never)]
     fn commit(&self, codes: impl ExactSizeIterator<Item = Code>) -> u64 {
         let n = self.len();
         let mut i = self
@@ -297,6 +309,7 @@ impl CountWindow {
     /// Records one outcome of the breaker state `word` through `stripe` (owned by the calling
     /// thread; `None`: straight into the ring). Returns the totals the outcome is judged by,
     /// or `None` when it cannot open the breaker (see the module docs).
+    #[inline]
     pub(crate) fn record(
         &self,
         stripe: Option<&Stripe>,
@@ -478,6 +491,7 @@ impl TimeWindow {
 
     /// Records one outcome of the breaker state `word` at second `now_sec` through `stripe`;
     /// returns the totals the outcome is judged by (see the module docs).
+    #[inline(never)]
     pub(crate) fn record(
         &self,
         stripe: Option<&Stripe>,
