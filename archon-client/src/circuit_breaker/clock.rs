@@ -4,10 +4,11 @@
 //! recorded). tokio's clock (`tokio::time::Instant`, the precise monotonic clock) costs 25-40
 //! ns a reading on our 2-vCPU VM; the coarse monotonic clock (Linux `CLOCK_MONOTONIC_COARSE`:
 //! the time of the last timer tick, read from the vDSO without reading the TSC) costs about
-//! a third of that, but only moves once per tick (1-10 ms; 4 ms here). So a breaker uses the coarse clock when the slow-call duration is long enough
-//! for the tick not to matter: at least [`COARSE_FROM`] (10 s) and at least 1,000 ticks
-//! (an error of at most 0.1 %), which includes the default of 60 s. Shorter durations, and
-//! systems without a coarse clock, use tokio's clock.
+//! a third of that, but only moves once per tick (1-10 ms; 4 ms here). So a breaker uses the
+//! coarse clock when the slow-call duration is long enough for the tick not to matter: at
+//! least [`COARSE_FROM`] (10 s) and at least 1,000 ticks (an error of at most 0.1 %), which
+//! includes the default of 60 s. Shorter durations, and systems without a coarse clock, use
+//! tokio's clock.
 //!
 //! The coarse clock does not follow tokio's paused test clock (`tokio::time::pause`,
 //! `advance`): to test slow-call detection under a paused clock, use a slow-call duration
