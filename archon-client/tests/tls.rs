@@ -144,6 +144,18 @@ fn upstream(base: String) -> HttpClientConfig {
     )
 }
 
+/// The body of a successful GET of `path` on `upstream`.
+async fn text(client: &HttpClient, upstream: &str, path: &str) -> String {
+    client
+        .get(upstream, path)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn https_upstream_with_a_trusted_self_signed_certificate() {
     let cert = self_signed();
@@ -154,14 +166,7 @@ async fn https_upstream_with_a_trusted_self_signed_certificate() {
         .unwrap();
     let client =
         HttpClient::with_reqwest(&reqwest, &upstream(format!("https://localhost:{port}"))).unwrap();
-    let body = client
-        .get("secure", "/hello")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = text(&client, "secure", "/hello").await;
     assert_eq!(body, "secure");
 }
 
@@ -192,14 +197,7 @@ async fn https_upstream_trusts_its_configured_ca_file() {
     ))
     .unwrap();
     let client = HttpClient::new(&cfg).unwrap();
-    let body = client
-        .get("trusted", "/hello")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = text(&client, "trusted", "/hello").await;
     assert_eq!(body, "secure");
     // The CA is the upstream's own: another upstream of the same client does not trust it.
     let err = client.get("plain", "/hello").send().await.unwrap_err();
@@ -245,14 +243,7 @@ async fn https_balanced_over_dns_keeps_the_base_host_for_the_certificate() {
         .balance(BalanceConfig::dns(DnsConfig::new("localhost", port)));
     let client = HttpClient::new(&HttpClientConfig::default().upstream("secure", up)).unwrap();
     for _ in 0..4 {
-        let host = client
-            .get("secure", "/host")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let host = text(&client, "secure", "/host").await;
         // Sent to a resolved address, with the base URL's host.
         assert_eq!(host, "localhost");
     }

@@ -646,24 +646,32 @@ impl Shared {
                             Err(actual) => probes = actual,
                         }
                     }
-                    if self.word.load(Ordering::Acquire) != word {
+                    if self.word.load(Ordering::Acquire) != word || self.half_open_overstayed(word)
+                    {
                         continue;
-                    }
-                    let max_wait = self.config.max_wait_in_half_open;
-                    if !max_wait.is_zero() {
-                        let stayed = self
-                            .now_nanos()
-                            .saturating_sub(self.since.load(Ordering::Relaxed));
-                        if stayed >= nanos(max_wait) {
-                            self.transition(word, CircuitState::Open);
-                            continue;
-                        }
                     }
                     self.metrics.rejected.increment(1);
                     return Err(CircuitOpen::new(state, None));
                 }
             }
         }
+    }
+
+    /// Whether the breaker, half-open in `word`, has stayed half-open longer than
+    /// `max_wait_in_half_open` (0: no limit); it then moves to open, and the caller looks again.
+    fn half_open_overstayed(&self, word: u64) -> bool {
+        let max_wait = self.config.max_wait_in_half_open;
+        if max_wait.is_zero() {
+            return false;
+        }
+        let stayed = self
+            .now_nanos()
+            .saturating_sub(self.since.load(Ordering::Relaxed));
+        if stayed < nanos(max_wait) {
+            return false;
+        }
+        self.transition(word, CircuitState::Open);
+        true
     }
 
     /// `admit` without taking a probe slot or counting a rejection.
@@ -690,15 +698,8 @@ impl Shared {
                     {
                         return true;
                     }
-                    let max_wait = self.config.max_wait_in_half_open;
-                    if !max_wait.is_zero() {
-                        let stayed = self
-                            .now_nanos()
-                            .saturating_sub(self.since.load(Ordering::Relaxed));
-                        if stayed >= nanos(max_wait) {
-                            self.transition(word, CircuitState::Open);
-                            continue;
-                        }
+                    if self.half_open_overstayed(word) {
+                        continue;
                     }
                     return false;
                 }
