@@ -215,11 +215,11 @@ pub async fn start_participants() -> anyhow::Result<Participants> {
     })
 }
 
-/// The client's policy for both upstreams: 2 s per attempt, 3 attempts with jittered backoff
+/// The client's policy for both upstreams: 5 s per attempt, 3 attempts with jittered backoff
 /// (a POST is retried because it carries an idempotency key), a breaker per upstream.
 pub fn policy() -> ResiliencePolicy {
     ResiliencePolicy::default()
-        .timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
         .retry(
             RetryConfig::default()
                 .max_attempts(3)
