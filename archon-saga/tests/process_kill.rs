@@ -196,6 +196,10 @@ fn child_orchestrator() {
 }
 
 fn spawn_child(dir: &Path, which: &str, instance: &str, lease_ms: u64) -> Child {
+    // The participant's file exists, in WAL mode, before any child opens it: otherwise the
+    // first child's steps race to create it and switch it to WAL, a switch SQLite may refuse
+    // with "database is locked" without waiting, and the step that hit it panicked.
+    drop(participant(&dir.join("participant.db")));
     Command::new(std::env::current_exe().unwrap())
         .args(["child_orchestrator", "--exact", "--test-threads=1"])
         .env(CHILD, dir)
