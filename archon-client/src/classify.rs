@@ -92,11 +92,16 @@ pub(crate) fn grpc_code_is_failure(code: i32) -> bool {
     matches!(code, 2 | 4 | 8 | 13 | 14 | 15)
 }
 
+#[inline]
 pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
     if headers.is_empty() {
-        // Spares parsing the header name on the hot path.
+        // Spares parsing the header name (and a call) on the hot path.
         return None;
     }
+    grpc_status_header(headers)
+}
+
+fn grpc_status_header(headers: &http::HeaderMap) -> Option<i32> {
     headers
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())

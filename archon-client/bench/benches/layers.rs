@@ -183,11 +183,8 @@ fn tr_bulkhead() -> impl Service<Req, Response = Resp> + Clone {
         .service(noop_typed())
 }
 
-fn breaker_to_box(e: archon_client::circuit_breaker::CircuitBreakerError<BoxError>) -> BoxError {
-    e.into()
-}
-
-/// Ours: retry (+ budget) > breaker > bulkhead > per-attempt timeout.
+/// Ours: retry (+ budget) > breaker > bulkhead > per-attempt timeout. The layers compose as
+/// they are: the retry classifier reads the breaker's error type.
 fn ours_full() -> impl Service<Req, Response = Resp> + Clone {
     ours_full_with(breaker_cfg())
 }
@@ -197,7 +194,6 @@ fn ours_full_with(cfg: CircuitBreakerConfig) -> impl Service<Req, Response = Res
         .layer(tower::retry::RetryLayer::new(RetryPolicy::new(
             &RetryConfig::default(),
         )))
-        .map_err(breaker_to_box)
         .layer(CircuitBreakerLayer::new("bench", cfg).unwrap())
         .layer(BulkheadLayer::new("bench", BulkheadConfig::default()))
         .timeout(Duration::from_secs(10))

@@ -33,7 +33,8 @@ impl Drop for Slot {
     }
 }
 
-type Waiting<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
+/// A call waiting for a slot, then made.
+pub(crate) type Waiting<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
 pin_project! {
     #[project = StateProj]
@@ -67,31 +68,35 @@ impl<F, T> ResponseFuture<F, T> {
         }
     }
 
-    pub(crate) fn rejected() -> Self {
+    /// No slot was free: wait in `waiting`, or (`None`) reject. Built here, not in the cold
+    /// path that decides, so that both paths build the future in place.
+    #[inline]
+    pub(crate) fn without_slot(waiting: Option<Waiting<T>>) -> Self {
         Self {
-            state: State::Rejected,
+            state: match waiting {
+                Some(future) => State::Waiting { future },
+                None => State::Rejected,
+            },
         }
     }
+}
 
-    pub(crate) fn waiting<S, Req>(service: S, req: Req, shared: Arc<Shared>) -> Self
-    where
-        S: Service<Req, Response = T> + Send + 'static,
-        S::Future: Send,
-        S::Error: Into<BoxError>,
-        Req: Send + 'static,
-    {
-        let future = Box::pin(async move {
-            if !shared.acquire_within(shared.max_wait).await {
-                shared.rejected.increment(1);
-                return Err(BoxError::from(BulkheadFull::new()));
-            }
-            let _slot = Slot::new(shared);
-            service.oneshot(req).await.map_err(Into::into)
-        });
-        Self {
-            state: State::Waiting { future },
+/// Waits (up to the bulkhead's `max_wait`) for a slot, then calls `service`.
+pub(crate) fn wait_for_slot<S, Req, T>(service: S, req: Req, shared: Arc<Shared>) -> Waiting<T>
+where
+    S: Service<Req, Response = T> + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    Req: Send + 'static,
+{
+    Box::pin(async move {
+        if !shared.acquire_within(shared.max_wait).await {
+            shared.rejected.increment(1);
+            return Err(BoxError::from(BulkheadFull::new()));
         }
-    }
+        let _slot = Slot::new(shared);
+        service.oneshot(req).await.map_err(Into::into)
+    })
 }
 
 impl<F, T, E> Future for ResponseFuture<F, T>

@@ -226,16 +226,16 @@ where
                 future::Slot::new(self.shared.clone()),
             );
         }
-        self.full(req)
+        future::ResponseFuture::without_slot(self.full(req))
     }
 }
 
 impl<S> Bulkhead<S> {
-    /// No slot free: reject, or wait for one (kept out of line so that the path taking a
-    /// slot stays small enough to inline).
+    /// No slot free: `None` to reject, or the call waiting for one (kept out of line so that
+    /// the path taking a slot stays small enough to inline).
     #[cold]
     #[inline(never)]
-    fn full<Req>(&mut self, req: Req) -> future::ResponseFuture<S::Future, S::Response>
+    fn full<Req>(&mut self, req: Req) -> Option<future::Waiting<S::Response>>
     where
         S: Service<Req> + Clone + Send + 'static,
         S::Future: Send,
@@ -244,11 +244,11 @@ impl<S> Bulkhead<S> {
     {
         if self.shared.max_wait.is_zero() {
             self.shared.rejected.increment(1);
-            future::ResponseFuture::rejected()
+            None
         } else {
             let clone = self.inner.clone();
             let ready = std::mem::replace(&mut self.inner, clone);
-            future::ResponseFuture::waiting(ready, req, self.shared.clone())
+            Some(future::wait_for_slot(ready, req, self.shared.clone()))
         }
     }
 }

@@ -10,13 +10,15 @@ use super::error::{CircuitBreakerError, CircuitOpen};
 use super::state::Permit;
 use crate::classify::Classifier;
 
-pin_project! {
-    #[project = StateProj]
-    #[derive(Debug)]
-    enum State<F> {
-        Called { #[pin] inner: F, permit: Option<Permit> },
-        Rejected { open: Option<CircuitOpen> },
-    }
+/// What the breaker said when the call was made.
+#[derive(Debug)]
+enum Admission {
+    /// Admitted: the outcome is recorded with this permit.
+    Permit(Permit),
+    /// Rejected.
+    Open(CircuitOpen),
+    /// The outcome is recorded.
+    Recorded,
 }
 
 pin_project! {
@@ -25,8 +27,12 @@ pin_project! {
     /// success nor failure).
     #[derive(Debug)]
     pub struct ResponseFuture<F, C> {
+        // `None` when the breaker rejected the call. A flat struct rather than an enum of
+        // states: building it moves the inner future once (an enum around it costs a copy of
+        // the whole inner future on every call).
         #[pin]
-        state: State<F>,
+        inner: Option<F>,
+        admission: Admission,
         classifier: C,
     }
 }
@@ -35,10 +41,8 @@ impl<F, C> ResponseFuture<F, C> {
     #[inline]
     pub(crate) fn called(inner: F, permit: Permit, classifier: C) -> Self {
         Self {
-            state: State::Called {
-                inner,
-                permit: Some(permit),
-            },
+            inner: Some(inner),
+            admission: Admission::Permit(permit),
             classifier,
         }
     }
@@ -46,7 +50,8 @@ impl<F, C> ResponseFuture<F, C> {
     #[inline]
     pub(crate) fn rejected(open: CircuitOpen, classifier: C) -> Self {
         Self {
-            state: State::Rejected { open: Some(open) },
+            inner: None,
+            admission: Admission::Open(open),
             classifier,
         }
     }
@@ -62,18 +67,17 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        match this.state.project() {
-            StateProj::Called { inner, permit } => {
-                let result = ready!(inner.poll(cx));
-                if let Some(permit) = permit.take() {
-                    permit.record(this.classifier.classify(&result));
-                }
-                Poll::Ready(result.map_err(CircuitBreakerError::Inner))
-            }
-            StateProj::Rejected { open } => Poll::Ready(Err(CircuitBreakerError::Open(
-                open.take()
-                    .unwrap_or_else(|| CircuitOpen::new(super::CircuitState::Open, None)),
-            ))),
+        let Some(inner) = this.inner.as_pin_mut() else {
+            let open = match this.admission {
+                Admission::Open(open) => *open,
+                _ => CircuitOpen::new(super::CircuitState::Open, None),
+            };
+            return Poll::Ready(Err(CircuitBreakerError::Open(open)));
+        };
+        let result = ready!(inner.poll(cx));
+        if let Admission::Permit(permit) = std::mem::replace(this.admission, Admission::Recorded) {
+            permit.record(this.classifier.classify(&result));
         }
+        Poll::Ready(result.map_err(CircuitBreakerError::Inner))
     }
 }

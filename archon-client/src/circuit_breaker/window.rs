@@ -256,20 +256,18 @@ impl CountWindow {
     }
 
     /// Writes the bytes of `word` selected by `mask` into slot word `w`; returns the packed
-    /// change of the totals.
+    /// change of the totals. Bytes that already hold these codes are not written: in a run of
+    /// successes the ring already holds successes, so the threads sharing a breaker read its
+    /// cache lines and never take them from each other.
     fn store_word(&self, w: u64, mask: u64, word: u64) -> u64 {
         // `w < slots.len()` by construction.
         let slot = &self.slots[w as usize];
-        let old = if mask == u64::MAX {
-            slot.swap(word, Ordering::AcqRel)
-        } else {
-            match slot.fetch_update(Ordering::AcqRel, Ordering::Acquire, |x| {
-                Some((x & !mask) | word)
-            }) {
-                Ok(old) | Err(old) => old,
-            }
-        };
-        packed_word(word).wrapping_sub(packed_word(old & mask))
+        match slot.fetch_update(Ordering::AcqRel, Ordering::Acquire, |x| {
+            (x & mask != word).then_some((x & !mask) | word)
+        }) {
+            Ok(old) => packed_word(word).wrapping_sub(packed_word(old & mask)),
+            Err(_) => 0,
+        }
     }
 
     /// Moves `codes` into the ring (in order, replacing the oldest) and returns the new packed
@@ -299,6 +297,10 @@ impl CountWindow {
         }
         if mask != 0 {
             delta = delta.wrapping_add(self.store_word(w, mask, word));
+        }
+        if delta == 0 {
+            // Nothing changed (successes over successes): read, do not write, the shared line.
+            return self.head.totals.load(Ordering::Acquire);
         }
         self.head
             .totals
