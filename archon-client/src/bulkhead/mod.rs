@@ -221,10 +221,8 @@ where
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         if self.shared.try_acquire() {
-            return future::ResponseFuture::running(
-                self.inner.call(req),
-                future::Slot::new(self.shared.clone()),
-            );
+            let slot = future::Slot::new(self.shared.clone());
+            return future::ResponseFuture::running(self.inner.call(req), slot);
         }
         future::ResponseFuture::without_slot(self.full(req))
     }
