@@ -221,6 +221,8 @@ where
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         if self.shared.try_acquire() {
+            // The slot first: the inner call's future is then moved straight into ours
+            // (taken after, the reference count in between costs a copy of that future).
             let slot = future::Slot::new(self.shared.clone());
             return future::ResponseFuture::running(self.inner.call(req), slot);
         }

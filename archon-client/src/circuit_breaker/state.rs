@@ -544,7 +544,7 @@ impl CircuitBreakerHandle {
     ///
     /// # Errors
     /// [`CircuitOpen`] while open, forced open, or half-open with every probe slot taken.
-    #[inline]
+    #[inline(always)]
     pub fn try_acquire(&self) -> Result<Permit, CircuitOpen> {
         let shared = self.shared();
         let word = shared.word.load(Ordering::Acquire);
