@@ -57,6 +57,18 @@ use crate::classify::{Classifier, DefaultClassifier};
 const RECHECK: Duration = Duration::from_secs(1);
 
 /// One endpoint of a [`balanced`] set: its breaker, a pending-requests load, and ejection.
+///
+/// ```
+/// use archon_client::balance::{Balanced, Endpoint};
+/// use tower::balance::p2c::Balance;
+/// use tower::discover::ServiceList;
+///
+/// // What a balancer built by `balanced` is made of.
+/// fn same<S, Req>(lb: Balanced<S, Req>) -> Balance<ServiceList<Vec<Endpoint<S>>>, Req> {
+///     lb
+/// }
+/// # let _ = same::<tower::util::BoxService<(), (), std::io::Error>, ()>;
+/// ```
 pub type Endpoint<S> = EjectOnOpen<PendingRequests<CircuitBreaker<S>>>;
 
 /// `svc` as one endpoint of a balanced set: behind `handle`'s breaker, loaded by its pending
@@ -70,6 +82,22 @@ fn endpoint_with<S>(svc: S, handle: CircuitBreakerHandle) -> Endpoint<S> {
 }
 
 /// A balancer over endpoints, as built by [`balanced`].
+///
+/// ```
+/// use archon_client::balance::{Balanced, balanced};
+/// use archon_client::circuit_breaker::CircuitBreakerConfig;
+///
+/// fn two_replicas<S: tower::Service<(), Response = http::Response<()>, Error = std::io::Error>>(
+///     a: S,
+///     b: S,
+/// ) -> Balanced<S, ()> {
+///     let endpoints = [("a".to_owned(), a), ("b".to_owned(), b)];
+///     balanced(endpoints, "inventory", &CircuitBreakerConfig::default()).unwrap()
+/// }
+/// # let svc = || tower::service_fn(|_: ()| async { Ok::<_, std::io::Error>(http::Response::new(())) });
+/// # let lb = two_replicas(svc(), svc());
+/// # drop(lb);
+/// ```
 pub type Balanced<S, Req> = Balance<ServiceList<Vec<Endpoint<S>>>, Req>;
 
 /// Balances calls over `endpoints` (name, service) with power-of-two-choices on pending
@@ -97,6 +125,16 @@ where
 
 /// A stream of endpoint changes from re-resolving a name every `every`: the
 /// [`Discover`](tower::discover::Discover) side of [`balanced_discover`].
+///
+/// ```
+/// use std::time::Duration;
+/// use archon_client::balance::{Discovery, dns};
+///
+/// // Every address `localhost` resolves to, on port 8080, checked every 30 s.
+/// let changes: Discovery<std::net::SocketAddr> =
+///     dns("localhost", 8080, Duration::from_secs(30), |addr| addr);
+/// # drop(changes);
+/// ```
 pub type Discovery<S> = Pin<
     Box<dyn futures::Stream<Item = Result<Change<SocketAddr, S>, archon_core::BoxError>> + Send>,
 >;

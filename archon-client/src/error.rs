@@ -13,6 +13,16 @@ use crate::retry::BudgetExhausted;
 use crate::timeout::DeadlineExceeded;
 
 /// `Result` with [`Error`] as the default error type.
+///
+/// ```
+/// fn parse_port(s: &str) -> archon_client::Result<u16> {
+///     s.parse().map_err(|e: std::num::ParseIntError| {
+///         archon_client::Error::from_boxed(e.into())
+///     })
+/// }
+/// assert_eq!(parse_port("8080").unwrap(), 8080);
+/// assert!(parse_port("http").is_err());
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What went wrong, for matching. New kinds may be added.

@@ -46,6 +46,19 @@ use crate::retry::{DefaultRetryClassifier, RetryAction, RetryClassifier, RetryRe
 use crate::timeout::GrpcTimeoutLayer;
 
 /// A gRPC channel with the resilience stack: give it to any generated client.
+///
+/// ```
+/// use archon_client::grpc::{GrpcChannel, GrpcConfig, channel_lazy};
+/// use archon_client::ResiliencePolicy;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let cfg = GrpcConfig::new("http://127.0.0.1:50051", ResiliencePolicy::default());
+/// // Connects on first use: a generated client takes it as its transport,
+/// // e.g. `InventoryClient::new(channel)`.
+/// let channel: GrpcChannel = channel_lazy(&cfg).unwrap();
+/// # drop(channel);
+/// # }
+/// ```
 pub type GrpcChannel = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
 
 /// Where a gRPC upstream is and how to call it.
@@ -367,6 +380,21 @@ where
 }
 
 /// A request body kept in memory so it can be sent again, or a body streamed once.
+///
+/// The body type a [`GrpcChannel`]'s stack sees below its retry layer: a request whose body
+/// fits in `max_replay_bytes` is buffered and may be retried or hedged; a larger one is
+/// streamed once and not retried.
+///
+/// ```
+/// use archon_client::grpc::ReplayBody;
+/// use archon_client::retry::RetryRequest;
+///
+/// // A transport below the retry layer receives `http::Request<ReplayBody>`.
+/// fn can_be_sent_again(req: &http::Request<ReplayBody>) -> bool {
+///     req.try_clone().is_some()
+/// }
+/// # let _ = can_be_sent_again;
+/// ```
 #[derive(Debug)]
 pub struct ReplayBody {
     kind: Kind,

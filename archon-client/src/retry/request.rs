@@ -3,6 +3,18 @@
 use http::Method;
 
 /// The header that makes any request safe to retry.
+///
+/// ```
+/// use archon_client::retry::{IDEMPOTENCY_KEY, RetryRequest};
+///
+/// let post = http::Request::post("/orders").body(()).unwrap();
+/// assert!(!post.is_idempotent());
+/// let keyed = http::Request::post("/orders")
+///     .header(IDEMPOTENCY_KEY, "order-42")
+///     .body(())
+///     .unwrap();
+/// assert!(keyed.is_idempotent());
+/// ```
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// A request the retry policy (and hedging) may send more than once.
