@@ -13,6 +13,13 @@ pub struct BulkheadFull(());
 
 impl BulkheadFull {
     /// The marker (for tests and custom services that reject the same way).
+    ///
+    /// ```
+    /// use archon_client::bulkhead::BulkheadFull;
+    /// let err: archon_core::BoxError = BulkheadFull::new().into();
+    /// assert_eq!(err.to_string(), "bulkhead full: too many concurrent calls");
+    /// assert_eq!(err.downcast_ref::<BulkheadFull>(), Some(&BulkheadFull::new()));
+    /// ```
     pub fn new() -> Self {
         Self(())
     }

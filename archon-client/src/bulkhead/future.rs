@@ -48,6 +48,25 @@ pin_project! {
 
 pin_project! {
     /// Runs the call while holding a slot; resolves to [`BulkheadFull`] when none was free.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::bulkhead::{BulkheadConfig, BulkheadFull, BulkheadLayer, future::ResponseFuture};
+    /// use tower::{Layer, Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cfg = BulkheadConfig { max_concurrent: 1, max_wait: Duration::ZERO };
+    /// let layer = BulkheadLayer::new("db", cfg);
+    /// let mut svc = layer.layer(service_fn(|n: u32| async move {
+    ///     Ok::<_, archon_core::BoxError>(n * 2)
+    /// }));
+    /// let held: ResponseFuture<_, u32> = svc.ready().await.unwrap().call(1); // holds the only slot
+    /// let rejected = svc.ready().await.unwrap().call(2);
+    /// assert!(rejected.await.unwrap_err().is::<BulkheadFull>());
+    /// assert_eq!(held.await.unwrap(), 2);
+    /// assert_eq!(layer.available_permits(), 1); // given back on completion
+    /// # }
+    /// ```
     pub struct ResponseFuture<F, T> {
         #[pin]
         state: State<F, T>,

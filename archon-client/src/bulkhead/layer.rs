@@ -20,6 +20,16 @@ pub struct BulkheadLayer {
 
 impl BulkheadLayer {
     /// A bulkhead named `name` (metrics label).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::bulkhead::{BulkheadConfig, BulkheadLayer};
+    /// let cfg = BulkheadConfig { max_concurrent: 8, max_wait: Duration::ZERO };
+    /// assert_eq!(BulkheadLayer::new("db", cfg).available_permits(), 8);
+    /// // At least one slot:
+    /// let cfg = BulkheadConfig { max_concurrent: 0, ..cfg };
+    /// assert_eq!(BulkheadLayer::new("db", cfg).available_permits(), 1);
+    /// ```
     pub fn new(name: &str, config: BulkheadConfig) -> Self {
         let max = config.max_concurrent.clamp(1, usize::MAX / 2);
         use crate::metric_names as n;
@@ -38,6 +48,20 @@ impl BulkheadLayer {
     }
 
     /// Slots free now.
+    ///
+    /// ```
+    /// use archon_client::bulkhead::{BulkheadConfig, BulkheadLayer};
+    /// use tower::{Layer, Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let layer = BulkheadLayer::new("db", BulkheadConfig { max_concurrent: 3, ..Default::default() });
+    /// let mut svc = layer.layer(service_fn(|_: ()| async { Ok::<_, archon_core::BoxError>(()) }));
+    /// let call = svc.ready().await.unwrap().call(()); // takes a slot
+    /// assert_eq!(layer.available_permits(), 2);
+    /// call.await.unwrap();
+    /// assert_eq!(layer.available_permits(), 3);
+    /// # }
+    /// ```
     pub fn available_permits(&self) -> usize {
         self.shared.available()
     }

@@ -188,16 +188,59 @@ impl<S> Bulkhead<S> {
     }
 
     /// The inner service.
+    ///
+    /// ```
+    /// use archon_client::bulkhead::{BulkheadConfig, BulkheadLayer};
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let layer = BulkheadLayer::new("db", BulkheadConfig::default());
+    /// let svc = layer.layer(service_fn(|n: u32| async move {
+    ///     Ok::<_, archon_core::BoxError>(n * 2)
+    /// }));
+    /// // A clone of the inner service answers without taking a slot.
+    /// assert_eq!(svc.get_ref().clone().oneshot(21).await.unwrap(), 42);
+    /// # }
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
     /// The inner service, mutably.
+    ///
+    /// ```
+    /// use archon_client::bulkhead::{BulkheadConfig, BulkheadLayer};
+    /// use tower::{Layer, Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let layer = BulkheadLayer::new("db", BulkheadConfig::default());
+    /// let mut svc = layer.layer(service_fn(|n: u32| async move {
+    ///     Ok::<_, archon_core::BoxError>(n * 2)
+    /// }));
+    /// let call = svc.get_mut().ready().await.unwrap().call(21); // the inner service itself
+    /// assert_eq!(layer.available_permits(), 25); // no slot taken
+    /// assert_eq!(call.await.unwrap(), 42);
+    /// # }
+    /// ```
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
 
     /// Unwraps the inner service.
+    ///
+    /// ```
+    /// use archon_client::bulkhead::{BulkheadConfig, BulkheadLayer};
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let layer = BulkheadLayer::new("db", BulkheadConfig::default());
+    /// let svc = layer.layer(service_fn(|n: u32| async move {
+    ///     Ok::<_, archon_core::BoxError>(n * 2)
+    /// }));
+    /// let inner = svc.into_inner(); // no bulkhead any more
+    /// assert_eq!(inner.oneshot(21).await.unwrap(), 42);
+    /// # }
+    /// ```
     pub fn into_inner(self) -> S {
         self.inner
     }

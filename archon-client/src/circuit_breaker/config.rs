@@ -117,6 +117,12 @@ pub struct InvalidConfig {
 
 impl InvalidConfig {
     /// The name of the offending setting.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::CircuitBreakerConfig;
+    /// let err = CircuitBreakerConfig::default().failure_rate_threshold(150.0).validate().unwrap_err();
+    /// assert_eq!(err.field(), "failure_rate_threshold");
+    /// ```
     pub fn field(&self) -> &'static str {
         self.field
     }
@@ -124,6 +130,15 @@ impl InvalidConfig {
 
 impl CircuitBreakerConfig {
     /// Checks every setting.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::circuit_breaker::CircuitBreakerConfig;
+    /// assert!(CircuitBreakerConfig::default().validate().is_ok());
+    /// // A growing wait capped below the initial wait (60 s by default):
+    /// let cfg = CircuitBreakerConfig::default().growing_wait(2.0, Duration::from_secs(10));
+    /// assert_eq!(cfg.validate().unwrap_err().field(), "max_wait_in_open");
+    /// ```
     ///
     /// # Errors
     /// [`InvalidConfig`] naming the first setting out of range.
@@ -161,6 +176,14 @@ impl CircuitBreakerConfig {
     }
 
     /// Sets the failure rate threshold in percent.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::CircuitBreakerConfig;
+    /// let cfg = CircuitBreakerConfig::default().failure_rate_threshold(25.0);
+    /// assert_eq!(cfg.failure_rate_threshold, 25.0);
+    /// assert!(cfg.validate().is_ok());
+    /// assert!(cfg.failure_rate_threshold(0.0).validate().is_err());
+    /// ```
     #[must_use]
     pub fn failure_rate_threshold(mut self, percent: f64) -> Self {
         self.failure_rate_threshold = percent;
@@ -184,6 +207,12 @@ impl CircuitBreakerConfig {
     }
 
     /// Uses a ring of the last `calls` calls.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::{CircuitBreakerConfig, WindowType};
+    /// let cfg = CircuitBreakerConfig::default().time_window(30).count_window(20);
+    /// assert_eq!((cfg.window_type, cfg.window_size), (WindowType::Count, 20));
+    /// ```
     #[must_use]
     pub fn count_window(mut self, calls: u32) -> Self {
         self.window_type = WindowType::Count;
@@ -192,6 +221,14 @@ impl CircuitBreakerConfig {
     }
 
     /// Uses per-second buckets over the last `seconds` seconds.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::{CircuitBreakerConfig, WindowType};
+    /// let cfg = CircuitBreakerConfig::default().time_window(60);
+    /// assert_eq!((cfg.window_type, cfg.window_size), (WindowType::Time, 60));
+    /// // A time window covers at most an hour.
+    /// assert!(cfg.time_window(7200).validate().is_err());
+    /// ```
     #[must_use]
     pub fn time_window(mut self, seconds: u32) -> Self {
         self.window_type = WindowType::Time;
@@ -200,6 +237,19 @@ impl CircuitBreakerConfig {
     }
 
     /// Sets the minimum number of calls before rates are evaluated.
+    ///
+    /// ```
+    /// use archon_client::Outcome;
+    /// use archon_client::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitState};
+    /// let cfg = CircuitBreakerConfig::default().count_window(10).minimum_calls(3);
+    /// let breaker = CircuitBreakerHandle::new("svc", cfg).unwrap();
+    /// for _ in 0..2 {
+    ///     breaker.try_acquire().unwrap().record(Outcome::Failure);
+    /// }
+    /// assert_eq!(breaker.state(), CircuitState::Closed); // 100 % failures, but only 2 calls
+    /// breaker.try_acquire().unwrap().record(Outcome::Failure);
+    /// assert_eq!(breaker.state(), CircuitState::Open);
+    /// ```
     #[must_use]
     pub fn minimum_calls(mut self, calls: u32) -> Self {
         self.minimum_calls = calls;
@@ -207,6 +257,15 @@ impl CircuitBreakerConfig {
     }
 
     /// Sets the wait in open (and raises the maximum wait to at least it).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::circuit_breaker::CircuitBreakerConfig;
+    /// let cfg = CircuitBreakerConfig::default().wait_in_open(Duration::from_secs(120));
+    /// assert_eq!(cfg.wait_in_open, Duration::from_secs(120));
+    /// assert_eq!(cfg.max_wait_in_open, Duration::from_secs(120)); // raised from 60 s
+    /// assert!(cfg.validate().is_ok());
+    /// ```
     #[must_use]
     pub fn wait_in_open(mut self, wait: Duration) -> Self {
         self.wait_in_open = wait;
@@ -215,6 +274,18 @@ impl CircuitBreakerConfig {
     }
 
     /// Grows the wait by `multiplier` on each consecutive opening, up to `max`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::circuit_breaker::CircuitBreakerConfig;
+    /// // 10 s, then 20 s, 40 s... up to 5 minutes while the breaker keeps reopening.
+    /// let cfg = CircuitBreakerConfig::default()
+    ///     .wait_in_open(Duration::from_secs(10))
+    ///     .growing_wait(2.0, Duration::from_secs(300));
+    /// assert_eq!(cfg.wait_multiplier, 2.0);
+    /// assert_eq!(cfg.max_wait_in_open, Duration::from_secs(300));
+    /// assert!(cfg.validate().is_ok());
+    /// ```
     #[must_use]
     pub fn growing_wait(mut self, multiplier: f64, max: Duration) -> Self {
         self.wait_multiplier = multiplier;
@@ -223,6 +294,22 @@ impl CircuitBreakerConfig {
     }
 
     /// Sets the number of probe calls in half-open.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::Outcome;
+    /// use archon_client::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitState};
+    /// let cfg = CircuitBreakerConfig::default()
+    ///     .count_window(1)
+    ///     .wait_in_open(Duration::ZERO)
+    ///     .permitted_calls_in_half_open(2);
+    /// let breaker = CircuitBreakerHandle::new("svc", cfg).unwrap();
+    /// breaker.try_acquire().unwrap().record(Outcome::Failure); // opens; the wait is over at once
+    /// let probes = [breaker.try_acquire().unwrap(), breaker.try_acquire().unwrap()];
+    /// assert_eq!(breaker.state(), CircuitState::HalfOpen);
+    /// assert!(breaker.try_acquire().is_err()); // both probe slots are taken
+    /// # drop(probes);
+    /// ```
     #[must_use]
     pub fn permitted_calls_in_half_open(mut self, calls: u32) -> Self {
         self.permitted_calls_in_half_open = calls;
@@ -230,6 +317,26 @@ impl CircuitBreakerConfig {
     }
 
     /// Sets the longest stay in half-open.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::Outcome;
+    /// use archon_client::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitState};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let cfg = CircuitBreakerConfig::default()
+    ///     .count_window(1)
+    ///     .wait_in_open(Duration::from_secs(1))
+    ///     .permitted_calls_in_half_open(1)
+    ///     .max_wait_in_half_open(Duration::from_secs(5));
+    /// let breaker = CircuitBreakerHandle::new("svc", cfg).unwrap();
+    /// breaker.try_acquire().unwrap().record(Outcome::Failure);
+    /// tokio::time::advance(Duration::from_secs(1)).await;
+    /// let _stuck_probe = breaker.try_acquire().unwrap(); // half-open; the probe never finishes
+    /// tokio::time::advance(Duration::from_secs(5)).await;
+    /// assert!(breaker.try_acquire().is_err());
+    /// assert_eq!(breaker.state(), CircuitState::Open); // open again rather than stuck
+    /// # }
+    /// ```
     #[must_use]
     pub fn max_wait_in_half_open(mut self, wait: Duration) -> Self {
         self.max_wait_in_half_open = wait;

@@ -33,11 +33,39 @@ impl CircuitOpen {
 
     /// How long until the breaker lets probes through; `None` when not known (forced open,
     /// or half-open with every probe slot taken).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::Outcome;
+    /// use archon_client::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle};
+    /// let cfg = CircuitBreakerConfig::default().count_window(1).wait_in_open(Duration::from_secs(30));
+    /// let breaker = CircuitBreakerHandle::new("svc", cfg).unwrap();
+    /// breaker.try_acquire().unwrap().record(Outcome::Failure);
+    /// let wait = breaker.try_acquire().unwrap_err().remaining_wait().unwrap();
+    /// assert!(wait > Duration::ZERO && wait <= Duration::from_secs(30));
+    /// ```
     pub fn remaining_wait(&self) -> Option<Duration> {
         self.remaining
     }
 
     /// The state that rejected the call: `Open`, `HalfOpen` or `ForcedOpen`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::Outcome;
+    /// use archon_client::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitState};
+    /// let cfg = CircuitBreakerConfig::default()
+    ///     .count_window(1)
+    ///     .wait_in_open(Duration::ZERO)
+    ///     .permitted_calls_in_half_open(1);
+    /// let breaker = CircuitBreakerHandle::new("svc", cfg).unwrap();
+    /// breaker.try_acquire().unwrap().record(Outcome::Failure);
+    /// let probe = breaker.try_acquire().unwrap();
+    /// let open = breaker.try_acquire().unwrap_err(); // the only probe slot is taken
+    /// assert_eq!(open.state(), CircuitState::HalfOpen);
+    /// assert_eq!(open.remaining_wait(), None);
+    /// # drop(probe);
+    /// ```
     pub fn state(&self) -> CircuitState {
         self.state
     }
@@ -83,6 +111,16 @@ pub enum CircuitBreakerError<E> {
 
 impl<E> CircuitBreakerError<E> {
     /// The rejection, if this is one.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::{CircuitBreakerError, CircuitBreakerHandle, CircuitState};
+    /// let breaker = CircuitBreakerHandle::new("svc", Default::default()).unwrap();
+    /// breaker.force_open();
+    /// let err = CircuitBreakerError::<std::io::Error>::Open(breaker.try_acquire().unwrap_err());
+    /// assert_eq!(err.as_open().unwrap().state(), CircuitState::ForcedOpen);
+    /// let err = CircuitBreakerError::Inner(std::io::Error::other("boom"));
+    /// assert!(err.as_open().is_none());
+    /// ```
     pub fn as_open(&self) -> Option<&CircuitOpen> {
         match self {
             Self::Open(open) => Some(open),
@@ -91,6 +129,16 @@ impl<E> CircuitBreakerError<E> {
     }
 
     /// The inner error, if this is one.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::{CircuitBreakerError, CircuitBreakerHandle};
+    /// let err = CircuitBreakerError::Inner(std::io::Error::from(std::io::ErrorKind::TimedOut));
+    /// assert_eq!(err.into_inner().unwrap().kind(), std::io::ErrorKind::TimedOut);
+    /// let breaker = CircuitBreakerHandle::new("svc", Default::default()).unwrap();
+    /// breaker.force_open();
+    /// let err = CircuitBreakerError::<std::io::Error>::Open(breaker.try_acquire().unwrap_err());
+    /// assert!(err.into_inner().is_none());
+    /// ```
     pub fn into_inner(self) -> Option<E> {
         match self {
             Self::Open(_) => None,

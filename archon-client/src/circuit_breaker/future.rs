@@ -25,6 +25,25 @@ pin_project! {
     /// Waits for the inner call and records its outcome; resolves at once when the breaker
     /// rejected the call. Dropping it before completion counts as a cancelled call (neither
     /// success nor failure).
+    ///
+    /// ```
+    /// use archon_client::DefaultClassifier;
+    /// use archon_client::circuit_breaker::future::ResponseFuture;
+    /// use archon_client::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+    /// use tower::{Layer, Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let layer = CircuitBreakerLayer::new("svc", CircuitBreakerConfig::default()).unwrap();
+    /// let mut svc = layer.layer(service_fn(|_: ()| async {
+    ///     Ok::<_, std::io::Error>(http::Response::new(()))
+    /// }));
+    /// let fut: ResponseFuture<_, DefaultClassifier> = svc.ready().await.unwrap().call(());
+    /// drop(fut); // cancelled: neither a success nor a failure
+    /// assert_eq!(layer.handle().metrics().calls, 0);
+    /// svc.ready().await.unwrap().call(()).await.unwrap();
+    /// assert_eq!(layer.handle().metrics().calls, 1);
+    /// # }
+    /// ```
     #[derive(Debug)]
     pub struct ResponseFuture<F, C> {
         // `None` when the breaker rejected the call. A flat struct rather than an enum of

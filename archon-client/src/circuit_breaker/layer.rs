@@ -33,6 +33,14 @@ pub struct CircuitBreakerLayer<C = DefaultClassifier> {
 impl CircuitBreakerLayer {
     /// A layer with a new breaker named `name` and the default classifier.
     ///
+    /// ```
+    /// use archon_client::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+    /// let layer = CircuitBreakerLayer::new("inventory", CircuitBreakerConfig::default()).unwrap();
+    /// assert_eq!(layer.handle().name(), "inventory");
+    /// let err = CircuitBreakerLayer::new("inventory", CircuitBreakerConfig::default().minimum_calls(0));
+    /// assert_eq!(err.unwrap_err().field(), "minimum_calls");
+    /// ```
+    ///
     /// # Errors
     /// [`InvalidConfig`] when a setting is out of range.
     pub fn new(name: &str, config: CircuitBreakerConfig) -> Result<Self, InvalidConfig> {
@@ -41,6 +49,15 @@ impl CircuitBreakerLayer {
 
     /// A layer around an existing breaker (e.g. one from a
     /// [`CircuitBreakerRegistry`](super::CircuitBreakerRegistry)).
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::{CircuitBreakerLayer, CircuitBreakerRegistry};
+    /// let registry = CircuitBreakerRegistry::<String>::new("hosts", Default::default(), 10).unwrap();
+    /// let breaker = registry.get(&"a.example".to_owned());
+    /// let layer = CircuitBreakerLayer::from_handle(breaker.clone());
+    /// assert!(layer.handle().same_as(&breaker));
+    /// assert_eq!(layer.handle().name(), "hosts:a.example");
+    /// ```
     pub fn from_handle(handle: CircuitBreakerHandle) -> Self {
         Self {
             handle,
@@ -51,6 +68,25 @@ impl CircuitBreakerLayer {
 
 impl<C> CircuitBreakerLayer<C> {
     /// Uses `classifier` to decide failure, success or ignored.
+    ///
+    /// ```
+    /// use archon_client::ErrorIsFailure;
+    /// use archon_client::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, CircuitState};
+    /// use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cfg = CircuitBreakerConfig::default().count_window(2).minimum_calls(2);
+    /// // Not an HTTP service: every error is a failure.
+    /// let layer = CircuitBreakerLayer::new("db", cfg).unwrap().classifier(ErrorIsFailure);
+    /// let mut svc = ServiceBuilder::new().layer(layer.clone()).service(service_fn(|_: ()| async {
+    ///     Err::<u32, _>(std::io::Error::other("down"))
+    /// }));
+    /// for _ in 0..2 {
+    ///     let _ = svc.ready().await.unwrap().call(()).await;
+    /// }
+    /// assert_eq!(layer.handle().state(), CircuitState::Open);
+    /// # }
+    /// ```
     pub fn classifier<C2>(self, classifier: C2) -> CircuitBreakerLayer<C2> {
         CircuitBreakerLayer {
             handle: self.handle,
@@ -59,6 +95,21 @@ impl<C> CircuitBreakerLayer<C> {
     }
 
     /// The shared breaker.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+    /// use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let layer = CircuitBreakerLayer::new("svc", CircuitBreakerConfig::default()).unwrap();
+    /// let mut svc = ServiceBuilder::new().layer(layer.clone()).service(service_fn(|_: ()| async {
+    ///     Ok::<_, std::io::Error>(http::Response::new(()))
+    /// }));
+    /// layer.handle().force_open(); // every service built by the layer shares the breaker
+    /// let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+    /// assert!(err.as_open().is_some());
+    /// # }
+    /// ```
     pub fn handle(&self) -> &CircuitBreakerHandle {
         &self.handle
     }

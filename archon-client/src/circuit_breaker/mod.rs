@@ -101,6 +101,21 @@ pub struct CircuitBreaker<S, C = DefaultClassifier> {
 
 impl<S> CircuitBreaker<S> {
     /// Guards `inner` with `handle`'s breaker and the default classifier.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::{CircuitBreaker, CircuitBreakerHandle};
+    /// use tower::{Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let handle = CircuitBreakerHandle::new("svc", Default::default()).unwrap();
+    /// let mut svc = CircuitBreaker::new(service_fn(|_: ()| async {
+    ///     Ok::<_, std::io::Error>(http::Response::builder().status(503).body(()).unwrap())
+    /// }), handle.clone());
+    /// let resp = svc.ready().await.unwrap().call(()).await.unwrap();
+    /// assert_eq!(resp.status(), 503);
+    /// assert_eq!(handle.metrics().failures, 1); // a 503 is a failure to the default classifier
+    /// # }
+    /// ```
     pub fn new(inner: S, handle: CircuitBreakerHandle) -> Self {
         Self::with_classifier(inner, handle, DefaultClassifier)
     }
@@ -108,6 +123,25 @@ impl<S> CircuitBreaker<S> {
 
 impl<S, C> CircuitBreaker<S, C> {
     /// Guards `inner` with `handle`'s breaker, classifying results with `classifier`.
+    ///
+    /// ```
+    /// use archon_client::Outcome;
+    /// use archon_client::circuit_breaker::{CircuitBreaker, CircuitBreakerHandle};
+    /// use tower::{Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let not_found_is_failure = |r: &Result<http::Response<()>, std::io::Error>| match r {
+    ///     Ok(resp) if resp.status() != 404 => Outcome::Success,
+    ///     _ => Outcome::Failure,
+    /// };
+    /// let handle = CircuitBreakerHandle::new("svc", Default::default()).unwrap();
+    /// let mut svc = CircuitBreaker::with_classifier(service_fn(|_: ()| async {
+    ///     Ok::<_, std::io::Error>(http::Response::builder().status(404).body(()).unwrap())
+    /// }), handle.clone(), not_found_is_failure);
+    /// svc.ready().await.unwrap().call(()).await.unwrap();
+    /// assert_eq!(handle.metrics().failures, 1);
+    /// # }
+    /// ```
     pub fn with_classifier(inner: S, handle: CircuitBreakerHandle, classifier: C) -> Self {
         Self {
             inner,
@@ -117,21 +151,82 @@ impl<S, C> CircuitBreaker<S, C> {
     }
 
     /// The shared breaker.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::{CircuitBreaker, CircuitBreakerHandle, CircuitState};
+    /// use tower::{Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let handle = CircuitBreakerHandle::new("svc", Default::default()).unwrap();
+    /// let mut svc = CircuitBreaker::new(service_fn(|_: ()| async {
+    ///     Ok::<_, std::io::Error>(http::Response::new(()))
+    /// }), handle);
+    /// svc.handle().force_open();
+    /// let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+    /// assert_eq!(err.as_open().unwrap().state(), CircuitState::ForcedOpen);
+    /// # }
+    /// ```
     pub fn handle(&self) -> &CircuitBreakerHandle {
         &self.handle
     }
 
     /// The inner service.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::{CircuitBreaker, CircuitBreakerHandle};
+    /// use tower::{ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let handle = CircuitBreakerHandle::new("svc", Default::default()).unwrap();
+    /// let svc = CircuitBreaker::new(service_fn(|_: ()| async {
+    ///     Ok::<_, std::io::Error>(http::Response::new(()))
+    /// }), handle.clone());
+    /// // A clone of the inner service answers without the breaker.
+    /// svc.get_ref().clone().oneshot(()).await.unwrap();
+    /// assert_eq!(handle.metrics().calls, 0);
+    /// # }
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
     /// The inner service, mutably.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::{CircuitBreaker, CircuitBreakerHandle};
+    /// use tower::{Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let handle = CircuitBreakerHandle::new("svc", Default::default()).unwrap();
+    /// let mut svc = CircuitBreaker::new(service_fn(|_: ()| async {
+    ///     Ok::<_, std::io::Error>(http::Response::new(()))
+    /// }), handle.clone());
+    /// handle.force_open();
+    /// // The inner service itself is not guarded.
+    /// svc.get_mut().ready().await.unwrap().call(()).await.unwrap();
+    /// assert!(svc.ready().await.unwrap().call(()).await.is_err());
+    /// # }
+    /// ```
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
 
     /// Unwraps the inner service.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::{CircuitBreaker, CircuitBreakerHandle};
+    /// use tower::{ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let handle = CircuitBreakerHandle::new("svc", Default::default()).unwrap();
+    /// let svc = CircuitBreaker::new(service_fn(|_: ()| async {
+    ///     Ok::<_, std::io::Error>(http::Response::new(()))
+    /// }), handle.clone());
+    /// handle.force_open();
+    /// let inner = svc.into_inner(); // no breaker any more
+    /// inner.oneshot(()).await.unwrap();
+    /// # }
+    /// ```
     pub fn into_inner(self) -> S {
         self.inner
     }

@@ -59,6 +59,17 @@ impl<K> fmt::Debug for CircuitBreakerRegistry<K> {
 impl<K: Hash + Eq + Clone + fmt::Display> CircuitBreakerRegistry<K> {
     /// A registry of at most `capacity` (at least 1) breakers.
     ///
+    /// ```
+    /// use archon_client::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerRegistry};
+    /// let registry =
+    ///     CircuitBreakerRegistry::<String>::new("hosts", CircuitBreakerConfig::default(), 0).unwrap();
+    /// registry.get(&"a".to_owned());
+    /// registry.get(&"b".to_owned());
+    /// assert_eq!(registry.len(), 1); // a capacity of 0 holds one breaker
+    /// let bad = CircuitBreakerConfig::default().count_window(0);
+    /// assert!(CircuitBreakerRegistry::<String>::new("hosts", bad, 10).is_err());
+    /// ```
+    ///
     /// # Errors
     /// [`InvalidConfig`] when a setting is out of range.
     pub fn new(
@@ -80,6 +91,18 @@ impl<K: Hash + Eq + Clone + fmt::Display> CircuitBreakerRegistry<K> {
     }
 
     /// Calls `callback` on every transition of every breaker created from now on.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use archon_client::circuit_breaker::CircuitBreakerRegistry;
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = seen.clone();
+    /// let registry = CircuitBreakerRegistry::<String>::new("hosts", Default::default(), 10)
+    ///     .unwrap()
+    ///     .on_transition(move |t| log.lock().unwrap().push(t.name.to_string()));
+    /// registry.get(&"a.example".to_owned()).force_open();
+    /// assert_eq!(*seen.lock().unwrap(), ["hosts:a.example"]);
+    /// ```
     #[must_use]
     pub fn on_transition(
         mut self,
@@ -90,6 +113,15 @@ impl<K: Hash + Eq + Clone + fmt::Display> CircuitBreakerRegistry<K> {
     }
 
     /// The breaker for `key`, created if needed.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::{CircuitBreakerRegistry, CircuitState};
+    /// let registry = CircuitBreakerRegistry::<String>::new("tenants", Default::default(), 10).unwrap();
+    /// registry.get(&"acme".to_owned()).force_open();
+    /// let acme = registry.get(&"acme".to_owned()); // the same breaker as before
+    /// assert_eq!((acme.name(), acme.state()), ("tenants:acme", CircuitState::ForcedOpen));
+    /// assert_eq!(registry.get(&"globex".to_owned()).state(), CircuitState::Closed);
+    /// ```
     pub fn get(&self, key: &K) -> CircuitBreakerHandle {
         let mut entries = match self.entries.lock() {
             Ok(guard) => guard,
@@ -124,16 +156,50 @@ impl<K: Hash + Eq + Clone + fmt::Display> CircuitBreakerRegistry<K> {
     }
 
     /// Number of breakers held.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::CircuitBreakerRegistry;
+    /// let registry = CircuitBreakerRegistry::<u16>::new("ports", Default::default(), 10).unwrap();
+    /// registry.get(&80);
+    /// registry.get(&80);
+    /// registry.get(&443);
+    /// assert_eq!(registry.len(), 2);
+    /// ```
     pub fn len(&self) -> usize {
         self.entries.lock().map(|e| e.map.len()).unwrap_or(0)
     }
 
     /// Whether no breaker is held.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::CircuitBreakerRegistry;
+    /// let registry = CircuitBreakerRegistry::<String>::new("hosts", Default::default(), 10).unwrap();
+    /// assert!(registry.is_empty()); // breakers are created on first use
+    /// registry.get(&"a.example".to_owned());
+    /// assert!(!registry.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// A layer choosing the breaker per request with `key`.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::CircuitBreakerRegistry;
+    /// use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let registry = CircuitBreakerRegistry::<String>::new("hosts", Default::default(), 100).unwrap();
+    /// let mut svc = ServiceBuilder::new()
+    ///     .layer(registry.layer(|req: &http::Request<()>| req.uri().host().unwrap_or("").to_owned()))
+    ///     .service(service_fn(|_: http::Request<()>| async {
+    ///         Ok::<_, std::io::Error>(http::Response::new(()))
+    ///     }));
+    /// let req = http::Request::get("http://a.example/items").body(()).unwrap();
+    /// svc.ready().await.unwrap().call(req).await.unwrap();
+    /// assert_eq!(registry.get(&"a.example".to_owned()).metrics().calls, 1);
+    /// # }
+    /// ```
     pub fn layer<F>(&self, key: F) -> KeyedCircuitBreakerLayer<K, F> {
         KeyedCircuitBreakerLayer {
             registry: self.clone(),
@@ -170,6 +236,22 @@ impl<K, F, C> fmt::Debug for KeyedCircuitBreakerLayer<K, F, C> {
 
 impl<K, F, C> KeyedCircuitBreakerLayer<K, F, C> {
     /// Uses `classifier` to decide failure, success or ignored.
+    ///
+    /// ```
+    /// use archon_client::ErrorIsFailure;
+    /// use archon_client::circuit_breaker::CircuitBreakerRegistry;
+    /// use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let registry = CircuitBreakerRegistry::<String>::new("tenants", Default::default(), 10).unwrap();
+    /// let layer = registry.layer(|tenant: &String| tenant.clone()).classifier(ErrorIsFailure);
+    /// let mut svc = ServiceBuilder::new().layer(layer).service(service_fn(|_: String| async {
+    ///     Err::<u32, _>(std::io::Error::other("down"))
+    /// }));
+    /// let _ = svc.ready().await.unwrap().call("acme".to_owned()).await;
+    /// assert_eq!(registry.get(&"acme".to_owned()).metrics().failures, 1);
+    /// # }
+    /// ```
     pub fn classifier<C2>(self, classifier: C2) -> KeyedCircuitBreakerLayer<K, F, C2> {
         KeyedCircuitBreakerLayer {
             registry: self.registry,
@@ -223,6 +305,23 @@ impl<S: fmt::Debug, K, F, C> fmt::Debug for KeyedCircuitBreaker<S, K, F, C> {
 
 impl<S, K, F> KeyedCircuitBreaker<S, K, F> {
     /// Guards `inner` with the breaker `registry` holds for `key(&request)`.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::{CircuitBreakerRegistry, KeyedCircuitBreaker};
+    /// use tower::{Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let registry = CircuitBreakerRegistry::<String>::new("tenants", Default::default(), 10).unwrap();
+    /// let mut svc = KeyedCircuitBreaker::new(
+    ///     service_fn(|_: String| async { Ok::<_, std::io::Error>(http::Response::new(())) }),
+    ///     registry.clone(),
+    ///     |tenant: &String| tenant.clone(),
+    /// );
+    /// registry.get(&"acme".to_owned()).force_open();
+    /// assert!(svc.ready().await.unwrap().call("acme".to_owned()).await.is_err());
+    /// assert!(svc.ready().await.unwrap().call("globex".to_owned()).await.is_ok());
+    /// # }
+    /// ```
     pub fn new(inner: S, registry: CircuitBreakerRegistry<K>, key: F) -> Self {
         Self {
             inner,
@@ -235,16 +334,67 @@ impl<S, K, F> KeyedCircuitBreaker<S, K, F> {
 
 impl<S, K, F, C> KeyedCircuitBreaker<S, K, F, C> {
     /// The inner service.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::{CircuitBreakerRegistry, KeyedCircuitBreaker};
+    /// use tower::{ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let registry = CircuitBreakerRegistry::<String>::new("tenants", Default::default(), 10).unwrap();
+    /// let svc = KeyedCircuitBreaker::new(
+    ///     service_fn(|_: String| async { Ok::<_, std::io::Error>(http::Response::new(())) }),
+    ///     registry.clone(),
+    ///     |tenant: &String| tenant.clone(),
+    /// );
+    /// // A clone of the inner service answers without any breaker.
+    /// svc.get_ref().clone().oneshot("acme".to_owned()).await.unwrap();
+    /// assert!(registry.is_empty());
+    /// # }
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
     /// The inner service, mutably.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::{CircuitBreakerRegistry, KeyedCircuitBreaker};
+    /// use tower::{Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let registry = CircuitBreakerRegistry::<String>::new("tenants", Default::default(), 10).unwrap();
+    /// let mut svc = KeyedCircuitBreaker::new(
+    ///     service_fn(|_: String| async { Ok::<_, std::io::Error>(http::Response::new(())) }),
+    ///     registry.clone(),
+    ///     |tenant: &String| tenant.clone(),
+    /// );
+    /// // The inner service itself is not guarded: no breaker is looked up.
+    /// svc.get_mut().ready().await.unwrap().call("acme".to_owned()).await.unwrap();
+    /// assert!(registry.is_empty());
+    /// # }
+    /// ```
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
 
     /// Unwraps the inner service.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::{CircuitBreakerRegistry, KeyedCircuitBreaker};
+    /// use tower::{ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let registry = CircuitBreakerRegistry::<String>::new("tenants", Default::default(), 10).unwrap();
+    /// let svc = KeyedCircuitBreaker::new(
+    ///     service_fn(|_: String| async { Ok::<_, std::io::Error>(http::Response::new(())) }),
+    ///     registry.clone(),
+    ///     |tenant: &String| tenant.clone(),
+    /// );
+    /// let inner = svc.into_inner(); // no breakers any more
+    /// inner.oneshot("acme".to_owned()).await.unwrap();
+    /// assert!(registry.is_empty());
+    /// # }
+    /// ```
     pub fn into_inner(self) -> S {
         self.inner
     }

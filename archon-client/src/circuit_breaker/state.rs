@@ -70,6 +70,12 @@ impl CircuitState {
     }
 
     /// Lower-case name (`"half_open"`), as used in metrics and logs.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::CircuitState;
+    /// assert_eq!(CircuitState::HalfOpen.as_str(), "half_open");
+    /// assert_eq!(CircuitState::ForcedOpen.to_string(), "forced_open"); // `Display` is the same
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Closed => "closed",
@@ -339,6 +345,16 @@ impl fmt::Debug for Permit {
 impl Permit {
     /// Records the call's outcome, timed from when the permit was taken (not timed when
     /// slow-call detection is off).
+    ///
+    /// ```
+    /// use archon_client::{Outcome, circuit_breaker::CircuitBreakerHandle};
+    /// let breaker = CircuitBreakerHandle::new("svc", Default::default()).unwrap();
+    /// breaker.try_acquire().unwrap().record(Outcome::Failure);
+    /// breaker.try_acquire().unwrap().record(Outcome::Ignored); // counts as neither
+    /// let m = breaker.metrics();
+    /// assert_eq!((m.calls, m.failures), (1, 1));
+    /// assert_eq!(m.failure_rate, 100.0);
+    /// ```
     #[inline]
     pub fn record(mut self, outcome: Outcome) {
         self.done = true;
@@ -348,6 +364,18 @@ impl Permit {
     }
 
     /// Records the outcome with an explicit duration (for callers timing calls themselves).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::Outcome;
+    /// use archon_client::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle};
+    /// let cfg = CircuitBreakerConfig::default().slow_calls(50.0, Duration::from_secs(1));
+    /// let breaker = CircuitBreakerHandle::new("svc", cfg).unwrap();
+    /// let permit = breaker.try_acquire().unwrap();
+    /// permit.record_with_duration(Outcome::Success, Duration::from_secs(2));
+    /// let m = breaker.metrics();
+    /// assert_eq!((m.calls, m.failures, m.slow_calls), (1, 0, 1));
+    /// ```
     pub fn record_with_duration(mut self, outcome: Outcome, elapsed: Duration) {
         self.done = true;
         let shared = &self.token.shared;
@@ -366,6 +394,15 @@ impl Drop for Permit {
 
 impl CircuitBreakerHandle {
     /// A new breaker, closed, named `name` in metrics and logs.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitState};
+    /// let breaker = CircuitBreakerHandle::new("inventory", CircuitBreakerConfig::default()).unwrap();
+    /// assert_eq!(breaker.state(), CircuitState::Closed);
+    /// let bad = CircuitBreakerConfig::default().permitted_calls_in_half_open(0);
+    /// let err = CircuitBreakerHandle::new("inventory", bad).unwrap_err();
+    /// assert_eq!(err.field(), "permitted_calls_in_half_open");
+    /// ```
     ///
     /// # Errors
     /// [`InvalidConfig`] when a setting is out of range.
@@ -425,6 +462,23 @@ impl CircuitBreakerHandle {
 
     /// Calls `callback` on every state transition (after the new state is in force). A breaker
     /// has one callback: the first one set stays.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use archon_client::circuit_breaker::CircuitBreakerHandle;
+    /// let count = Arc::new(AtomicUsize::new(0));
+    /// let counter = count.clone();
+    /// let breaker = CircuitBreakerHandle::new("db", Default::default())
+    ///     .unwrap()
+    ///     .on_transition(move |_| {
+    ///         counter.fetch_add(1, Ordering::SeqCst);
+    ///     })
+    ///     .on_transition(|_| unreachable!("the first callback stays"));
+    /// breaker.force_open();
+    /// breaker.reset();
+    /// assert_eq!(count.load(Ordering::SeqCst), 2);
+    /// ```
     #[must_use]
     pub fn on_transition(
         self,
@@ -435,22 +489,62 @@ impl CircuitBreakerHandle {
     }
 
     /// The breaker's name.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::CircuitBreakerHandle;
+    /// let breaker = CircuitBreakerHandle::new("inventory", Default::default()).unwrap();
+    /// assert_eq!(breaker.name(), "inventory");
+    /// ```
     pub fn name(&self) -> &str {
         &self.shared().name
     }
 
     /// The settings in force.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle};
+    /// let cfg = CircuitBreakerConfig::default().count_window(20);
+    /// let breaker = CircuitBreakerHandle::new("svc", cfg.clone()).unwrap();
+    /// assert_eq!(breaker.config(), &cfg);
+    /// assert_eq!(breaker.config().window_size, 20);
+    /// ```
     pub fn config(&self) -> &CircuitBreakerConfig {
         &self.shared().config
     }
 
     /// The current state. An open breaker whose wait is over still reports `Open` until the
     /// next call moves it to half-open.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::Outcome;
+    /// use archon_client::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitState};
+    /// let cfg = CircuitBreakerConfig::default()
+    ///     .count_window(1)
+    ///     .wait_in_open(Duration::ZERO)
+    ///     .permitted_calls_in_half_open(1);
+    /// let breaker = CircuitBreakerHandle::new("svc", cfg).unwrap();
+    /// breaker.try_acquire().unwrap().record(Outcome::Failure);
+    /// assert_eq!(breaker.state(), CircuitState::Open); // the wait is over, but no call came yet
+    /// let probe = breaker.try_acquire().unwrap();
+    /// assert_eq!(breaker.state(), CircuitState::HalfOpen);
+    /// probe.record(Outcome::Success);
+    /// assert_eq!(breaker.state(), CircuitState::Closed);
+    /// ```
     pub fn state(&self) -> CircuitState {
         CircuitState::from_code(self.shared().word.load(Ordering::Acquire))
     }
 
     /// The generation: grows by one on every transition.
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::CircuitBreakerHandle;
+    /// let breaker = CircuitBreakerHandle::new("svc", Default::default()).unwrap();
+    /// let start = breaker.generation();
+    /// breaker.force_open();
+    /// breaker.reset();
+    /// assert_eq!(breaker.generation(), start + 2);
+    /// ```
     pub fn generation(&self) -> u64 {
         self.shared().word.load(Ordering::Acquire) >> STATE_BITS
     }
@@ -517,6 +611,17 @@ impl CircuitBreakerHandle {
     }
 
     /// Rates over the current window.
+    ///
+    /// ```
+    /// use archon_client::{Outcome, circuit_breaker::CircuitBreakerHandle};
+    /// let breaker = CircuitBreakerHandle::new("svc", Default::default()).unwrap();
+    /// for outcome in [Outcome::Success, Outcome::Success, Outcome::Success, Outcome::Failure] {
+    ///     breaker.try_acquire().unwrap().record(outcome);
+    /// }
+    /// let m = breaker.metrics();
+    /// assert_eq!((m.calls, m.failures), (4, 1));
+    /// assert_eq!(m.failure_rate, 25.0);
+    /// ```
     pub fn metrics(&self) -> WindowMetrics {
         let shared = self.shared();
         let word = shared.word.load(Ordering::Acquire);
@@ -542,6 +647,17 @@ impl CircuitBreakerHandle {
     /// Asks to make a call: a [`Permit`] when admitted, else [`CircuitOpen`] with the remaining
     /// wait. Never allocates; in the closed state it is one atomic load.
     ///
+    /// ```
+    /// use archon_client::Outcome;
+    /// use archon_client::circuit_breaker::{CircuitBreakerHandle, CircuitState};
+    /// let breaker = CircuitBreakerHandle::new("svc", Default::default()).unwrap();
+    /// let permit = breaker.try_acquire().unwrap();
+    /// // ... make the call, then:
+    /// permit.record(Outcome::Success);
+    /// breaker.force_open();
+    /// assert_eq!(breaker.try_acquire().unwrap_err().state(), CircuitState::ForcedOpen);
+    /// ```
+    ///
     /// # Errors
     /// [`CircuitOpen`] while open, forced open, or half-open with every probe slot taken.
     #[inline(always)]
@@ -565,26 +681,81 @@ impl CircuitBreakerHandle {
     }
 
     /// Rejects every call until [`reset`](Self::reset).
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::{CircuitBreakerHandle, CircuitState};
+    /// let breaker = CircuitBreakerHandle::new("svc", Default::default()).unwrap();
+    /// breaker.force_open();
+    /// assert_eq!(breaker.state(), CircuitState::ForcedOpen);
+    /// assert!(breaker.try_acquire().is_err());
+    /// breaker.reset();
+    /// assert!(breaker.try_acquire().is_ok());
+    /// ```
     pub fn force_open(&self) {
         self.shared().force(CircuitState::ForcedOpen);
     }
 
     /// Admits every call and records nothing until [`reset`](Self::reset).
+    ///
+    /// ```
+    /// use archon_client::Outcome;
+    /// use archon_client::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitState};
+    /// let cfg = CircuitBreakerConfig::default().count_window(1);
+    /// let breaker = CircuitBreakerHandle::new("svc", cfg).unwrap();
+    /// breaker.disable();
+    /// for _ in 0..3 {
+    ///     breaker.try_acquire().unwrap().record(Outcome::Failure);
+    /// }
+    /// assert_eq!(breaker.state(), CircuitState::Disabled);
+    /// assert_eq!(breaker.metrics().calls, 0);
+    /// ```
     pub fn disable(&self) {
         self.shared().force(CircuitState::Disabled);
     }
 
     /// Admits every call and records outcomes, but never opens, until [`reset`](Self::reset).
+    ///
+    /// ```
+    /// use archon_client::Outcome;
+    /// use archon_client::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitState};
+    /// let cfg = CircuitBreakerConfig::default().count_window(2);
+    /// let breaker = CircuitBreakerHandle::new("svc", cfg).unwrap();
+    /// breaker.metrics_only();
+    /// for _ in 0..2 {
+    ///     breaker.try_acquire().unwrap().record(Outcome::Failure);
+    /// }
+    /// assert_eq!(breaker.state(), CircuitState::MetricsOnly); // would be open
+    /// assert_eq!(breaker.metrics().failure_rate, 100.0);
+    /// ```
     pub fn metrics_only(&self) {
         self.shared().force(CircuitState::MetricsOnly);
     }
 
     /// Back to closed with an empty window.
+    ///
+    /// ```
+    /// use archon_client::Outcome;
+    /// use archon_client::circuit_breaker::{CircuitBreakerHandle, CircuitState};
+    /// let breaker = CircuitBreakerHandle::new("svc", Default::default()).unwrap();
+    /// breaker.try_acquire().unwrap().record(Outcome::Failure);
+    /// breaker.force_open();
+    /// breaker.reset();
+    /// assert_eq!(breaker.state(), CircuitState::Closed);
+    /// assert_eq!(breaker.metrics().calls, 0);
+    /// ```
     pub fn reset(&self) {
         self.shared().force(CircuitState::Closed);
     }
 
     /// Whether `other` is the same breaker (shared state).
+    ///
+    /// ```
+    /// use archon_client::circuit_breaker::CircuitBreakerHandle;
+    /// let breaker = CircuitBreakerHandle::new("svc", Default::default()).unwrap();
+    /// assert!(breaker.same_as(&breaker.clone()));
+    /// let namesake = CircuitBreakerHandle::new("svc", Default::default()).unwrap();
+    /// assert!(!breaker.same_as(&namesake));
+    /// ```
     pub fn same_as(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.outer.shared, &other.outer.shared)
     }

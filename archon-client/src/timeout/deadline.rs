@@ -70,6 +70,23 @@ pub struct DeadlineLayer {
 
 impl DeadlineLayer {
     /// Every call must finish within `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::timeout::{DeadlineLayer, DeadlineRequest};
+    /// use tokio::time::Instant;
+    /// use tower::{Layer, Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let mut svc = DeadlineLayer::new(Duration::from_secs(2)).layer(service_fn(
+    ///     |req: http::Request<()>| async move {
+    ///         Ok::<_, archon_core::BoxError>(req.deadline().unwrap() - Instant::now())
+    ///     },
+    /// ));
+    /// let left = svc.ready().await.unwrap().call(http::Request::new(())).await.unwrap();
+    /// assert_eq!(left, Duration::from_secs(2)); // the deadline travels in the request
+    /// # }
+    /// ```
     pub fn new(timeout: Duration) -> Self {
         Self { timeout }
     }
@@ -103,16 +120,61 @@ pub struct Deadline<S> {
 
 impl<S> Deadline<S> {
     /// The inner service.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::timeout::{DeadlineLayer, DeadlineRequest};
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let svc = DeadlineLayer::new(Duration::from_secs(1)).layer(service_fn(
+    ///     |req: http::Request<()>| async move { Ok::<_, archon_core::BoxError>(req.deadline()) },
+    /// ));
+    /// // A clone of the inner service sets no deadline.
+    /// let deadline = svc.get_ref().clone().oneshot(http::Request::new(())).await.unwrap();
+    /// assert_eq!(deadline, None);
+    /// # }
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
     /// The inner service, mutably.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::timeout::{DeadlineLayer, DeadlineRequest};
+    /// use tower::{Layer, Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut svc = DeadlineLayer::new(Duration::from_secs(1)).layer(service_fn(
+    ///     |req: http::Request<()>| async move { Ok::<_, archon_core::BoxError>(req.deadline()) },
+    /// ));
+    /// let inner = svc.get_mut().ready().await.unwrap();
+    /// assert_eq!(inner.call(http::Request::new(())).await.unwrap(), None); // no deadline set
+    /// let outer = svc.ready().await.unwrap();
+    /// assert!(outer.call(http::Request::new(())).await.unwrap().is_some());
+    /// # }
+    /// ```
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
 
     /// Unwraps the inner service.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::timeout::{DeadlineLayer, DeadlineRequest};
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let svc = DeadlineLayer::new(Duration::from_secs(1)).layer(service_fn(
+    ///     |req: http::Request<()>| async move { Ok::<_, archon_core::BoxError>(req.deadline()) },
+    /// ));
+    /// let inner = svc.into_inner(); // no deadline any more
+    /// assert_eq!(inner.oneshot(http::Request::new(())).await.unwrap(), None);
+    /// # }
+    /// ```
     pub fn into_inner(self) -> S {
         self.inner
     }
@@ -145,6 +207,26 @@ where
 
 pin_project! {
     /// The call, raced against its deadline.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::timeout::{DeadlineExceeded, DeadlineLayer, ResponseFuture};
+    /// use tower::{Layer, Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let mut svc = DeadlineLayer::new(Duration::from_millis(100)).layer(service_fn(
+    ///     |req: http::Request<Duration>| async move {
+    ///         tokio::time::sleep(*req.body()).await;
+    ///         Ok::<_, archon_core::BoxError>("done")
+    ///     },
+    /// ));
+    /// let req = http::Request::new(Duration::from_millis(10));
+    /// let fast: ResponseFuture<_> = svc.ready().await.unwrap().call(req);
+    /// assert_eq!(fast.await.unwrap(), "done");
+    /// let slow = svc.ready().await.unwrap().call(http::Request::new(Duration::from_secs(1)));
+    /// assert!(slow.await.unwrap_err().is::<DeadlineExceeded>());
+    /// # }
+    /// ```
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]

@@ -54,6 +54,23 @@ pub struct GrpcTimeoutLayer {
 
 impl GrpcTimeoutLayer {
     /// Sends the smaller of the time left before the request's deadline and `per_attempt`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::timeout::GrpcTimeoutLayer;
+    /// use tower::{Layer, Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut svc = GrpcTimeoutLayer::new(Some(Duration::from_millis(250))).layer(service_fn(
+    ///     |req: http::Request<()>| async move {
+    ///         Ok::<_, archon_core::BoxError>(req.headers().get("grpc-timeout").cloned())
+    ///     },
+    /// ));
+    /// // No deadline in the request: the per-attempt timeout is sent.
+    /// let sent = svc.ready().await.unwrap().call(http::Request::new(())).await.unwrap();
+    /// assert_eq!(sent.unwrap(), "250000u");
+    /// # }
+    /// ```
     pub fn new(per_attempt: Option<Duration>) -> Self {
         Self { per_attempt }
     }
@@ -88,16 +105,66 @@ pub struct GrpcTimeout<S> {
 
 impl<S> GrpcTimeout<S> {
     /// The inner service.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::timeout::GrpcTimeoutLayer;
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let svc = GrpcTimeoutLayer::new(Some(Duration::from_secs(1))).layer(service_fn(
+    ///     |req: http::Request<()>| async move {
+    ///         Ok::<_, archon_core::BoxError>(req.headers().contains_key("grpc-timeout"))
+    ///     },
+    /// ));
+    /// // A clone of the inner service sends no `grpc-timeout`.
+    /// let sent = svc.get_ref().clone().oneshot(http::Request::new(())).await.unwrap();
+    /// assert!(!sent);
+    /// # }
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
     /// The inner service, mutably.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::timeout::GrpcTimeoutLayer;
+    /// use tower::{Layer, Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut svc = GrpcTimeoutLayer::new(Some(Duration::from_secs(1))).layer(service_fn(
+    ///     |req: http::Request<()>| async move {
+    ///         Ok::<_, archon_core::BoxError>(req.headers().contains_key("grpc-timeout"))
+    ///     },
+    /// ));
+    /// let inner = svc.get_mut().ready().await.unwrap();
+    /// assert!(!inner.call(http::Request::new(())).await.unwrap()); // no header set
+    /// assert!(svc.ready().await.unwrap().call(http::Request::new(())).await.unwrap());
+    /// # }
+    /// ```
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
 
     /// Unwraps the inner service.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::timeout::GrpcTimeoutLayer;
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let svc = GrpcTimeoutLayer::new(Some(Duration::from_secs(1))).layer(service_fn(
+    ///     |req: http::Request<()>| async move {
+    ///         Ok::<_, archon_core::BoxError>(req.headers().contains_key("grpc-timeout"))
+    ///     },
+    /// ));
+    /// let inner = svc.into_inner(); // no `grpc-timeout` any more
+    /// assert!(!inner.oneshot(http::Request::new(())).await.unwrap());
+    /// # }
+    /// ```
     pub fn into_inner(self) -> S {
         self.inner
     }
@@ -140,6 +207,21 @@ where
 
 pin_project! {
     /// The call, or [`DeadlineExceeded`] when no time was left.
+    ///
+    /// ```
+    /// use archon_client::timeout::{DeadlineExceeded, DeadlineRequest, GrpcTimeoutFuture, GrpcTimeoutLayer};
+    /// use tower::{Layer, Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut svc = GrpcTimeoutLayer::new(None).layer(service_fn(|_: http::Request<()>| async {
+    ///     Ok::<_, archon_core::BoxError>(())
+    /// }));
+    /// let mut req = http::Request::new(());
+    /// req.set_deadline(tokio::time::Instant::now()); // no time left
+    /// let fut: GrpcTimeoutFuture<_> = svc.ready().await.unwrap().call(req);
+    /// assert!(fut.await.unwrap_err().is::<DeadlineExceeded>());
+    /// # }
+    /// ```
     #[derive(Debug)]
     pub struct GrpcTimeoutFuture<F> {
         #[pin]

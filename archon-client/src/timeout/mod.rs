@@ -43,6 +43,13 @@ pub struct DeadlineExceeded(());
 
 impl DeadlineExceeded {
     /// The marker.
+    ///
+    /// ```
+    /// use archon_client::timeout::DeadlineExceeded;
+    /// let err: archon_core::BoxError = DeadlineExceeded::new().into();
+    /// assert_eq!(err.to_string(), "deadline exceeded");
+    /// assert_eq!(err.downcast_ref::<DeadlineExceeded>(), Some(&DeadlineExceeded::new()));
+    /// ```
     pub fn new() -> Self {
         Self(())
     }
