@@ -103,6 +103,28 @@ pub type Balanced<S, Req> = Balance<ServiceList<Vec<Endpoint<S>>>, Req>;
 /// Balances calls over `endpoints` (name, service) with power-of-two-choices on pending
 /// requests; each endpoint gets its own breaker named `<name>:<endpoint>` from `breaker`.
 ///
+/// ```
+/// use archon_client::balance::balanced;
+/// use archon_client::circuit_breaker::CircuitBreakerConfig;
+/// use tower::{Service, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let endpoint = |up: bool| service_fn(move |_: ()| async move {
+///     if up { Ok(http::Response::new("up")) } else { Err(std::io::Error::other("down")) }
+/// });
+/// let breaker = CircuitBreakerConfig::default().count_window(4).minimum_calls(2);
+/// let endpoints = [("a".to_owned(), endpoint(true)), ("b".to_owned(), endpoint(false))];
+/// let mut lb = balanced(endpoints, "inventory", &breaker).unwrap();
+/// for _ in 0..30 {
+///     let _ = lb.ready().await.unwrap().call(()).await;
+/// }
+/// // `b` failed until its breaker opened: it is ejected, every call goes to `a`.
+/// for _ in 0..10 {
+///     assert_eq!(*lb.ready().await.unwrap().call(()).await.unwrap().body(), "up");
+/// }
+/// # }
+/// ```
+///
 /// # Errors
 /// [`InvalidConfig`] when the breaker settings are out of range.
 pub fn balanced<S, Req>(
@@ -238,6 +260,26 @@ where
 
 /// Balances calls over endpoints that come and go as `discovery` says (see [`dns`] and
 /// [`discover`]), each with its own breaker named `<name>:<address>` and outlier ejection.
+///
+/// ```
+/// use std::time::Duration;
+/// use archon_client::balance::{balanced_discover, discover};
+/// use archon_client::circuit_breaker::CircuitBreakerConfig;
+/// use tower::{Service, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let changes = discover(
+///     || async { Ok(vec!["10.0.0.1:8080".parse().unwrap(), "10.0.0.2:8080".parse().unwrap()]) },
+///     Duration::from_secs(30),
+///     |addr| service_fn(move |_: ()| async move {
+///         Ok::<_, std::io::Error>(http::Response::new(addr))
+///     }),
+/// );
+/// let mut lb = balanced_discover(changes, "inventory", &CircuitBreakerConfig::default()).unwrap();
+/// let resp = lb.ready().await.unwrap().call(()).await.unwrap();
+/// assert_eq!(resp.body().port(), 8080);
+/// # }
+/// ```
 pub fn balanced_discover<S, Req>(
     discovery: Discovery<S>,
     name: &str,
@@ -296,6 +338,23 @@ impl<S: std::fmt::Debug> std::fmt::Debug for EjectOnOpen<S> {
 
 impl<S> EjectOnOpen<S> {
     /// Wraps `inner`, watching `breaker`.
+    ///
+    /// ```
+    /// use futures::FutureExt;
+    /// use archon_client::balance::EjectOnOpen;
+    /// use archon_client::circuit_breaker::CircuitBreakerHandle;
+    /// use tower::{Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let breaker = CircuitBreakerHandle::new("inventory:a", Default::default()).unwrap();
+    /// let endpoint = service_fn(|_: ()| async { Ok::<_, std::io::Error>("a") });
+    /// let mut svc = EjectOnOpen::new(endpoint, breaker.clone());
+    /// breaker.force_open();
+    /// assert!(svc.ready().now_or_never().is_none()); // not ready while the breaker is open
+    /// breaker.reset();
+    /// assert_eq!(svc.ready().await.unwrap().call(()).await.unwrap(), "a");
+    /// # }
+    /// ```
     pub fn new(inner: S, breaker: CircuitBreakerHandle) -> Self {
         Self {
             inner,
@@ -305,11 +364,38 @@ impl<S> EjectOnOpen<S> {
     }
 
     /// The endpoint's breaker.
+    ///
+    /// ```
+    /// use archon_client::balance::EjectOnOpen;
+    /// use archon_client::circuit_breaker::{CircuitBreakerHandle, CircuitState};
+    /// let handle = CircuitBreakerHandle::new("inventory:a", Default::default()).unwrap();
+    /// let endpoint = tower::service_fn(|_: ()| async { Ok::<_, std::io::Error>(()) });
+    /// let svc = EjectOnOpen::new(endpoint, handle.clone());
+    /// assert!(svc.breaker().same_as(&handle));
+    /// handle.force_open();
+    /// assert_eq!(svc.breaker().state(), CircuitState::ForcedOpen);
+    /// ```
     pub fn breaker(&self) -> &CircuitBreakerHandle {
         &self.breaker
     }
 
     /// The inner service.
+    ///
+    /// ```
+    /// use archon_client::balance::EjectOnOpen;
+    /// use archon_client::circuit_breaker::CircuitBreakerHandle;
+    /// use tower::ServiceExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let handle = CircuitBreakerHandle::new("inventory:a", Default::default()).unwrap();
+    /// let endpoint = tower::service_fn(|_: ()| async { Ok::<_, std::io::Error>("a") });
+    /// let svc = EjectOnOpen::new(endpoint, handle.clone());
+    /// handle.force_open();
+    /// // The inner service alone knows nothing of the breaker.
+    /// let inner = svc.get_ref().clone();
+    /// assert_eq!(inner.oneshot(()).await.unwrap(), "a");
+    /// # }
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
@@ -428,6 +514,13 @@ fn default_every() -> Duration {
 
 impl DnsConfig {
     /// `host:port`, re-resolved every 30 s.
+    ///
+    /// ```
+    /// use archon_client::balance::{BalanceConfig, DnsConfig};
+    /// let dns = DnsConfig::new("inventory.internal", 8080);
+    /// assert_eq!((dns.host.as_str(), dns.port, dns.every.as_secs()), ("inventory.internal", 8080, 30));
+    /// assert!(BalanceConfig::dns(dns).validate().is_ok());
+    /// ```
     pub fn new(host: impl Into<String>, port: u16) -> Self {
         Self {
             host: host.into(),

@@ -87,6 +87,22 @@ pub struct InvalidPolicy {
 
 impl ResiliencePolicy {
     /// Sets the per-attempt timeout.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::{Error, ErrorKind, ResiliencePolicy};
+    /// use tower::ServiceExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let layer = ResiliencePolicy::default().timeout(Duration::from_millis(100)).build("slow").unwrap();
+    /// let svc = layer.wrap(tower::service_fn(|_: http::Request<()>| async {
+    ///     tokio::time::sleep(Duration::from_secs(5)).await;
+    ///     Ok::<_, std::io::Error>(http::Response::new(()))
+    /// }));
+    /// let err = svc.oneshot(http::Request::new(())).await.unwrap_err();
+    /// assert_eq!(Error::from_boxed(err).kind(), ErrorKind::Timeout);
+    /// # }
+    /// ```
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -94,6 +110,27 @@ impl ResiliencePolicy {
     }
 
     /// Sets the overall deadline.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::{ResiliencePolicy, retry::RetryConfig, timeout::DeadlineExceeded};
+    /// use tower::ServiceExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// // Each attempt takes 2 s: three attempts would not fit in the 3 s deadline.
+    /// let layer = ResiliencePolicy::default()
+    ///     .deadline(Duration::from_secs(3))
+    ///     .retry(RetryConfig::default())
+    ///     .build("slow")
+    ///     .unwrap();
+    /// let svc = layer.wrap(tower::service_fn(|_: http::Request<()>| async {
+    ///     tokio::time::sleep(Duration::from_secs(2)).await;
+    ///     Ok::<_, std::io::Error>(http::Response::builder().status(503).body(()).unwrap())
+    /// }));
+    /// let err = svc.oneshot(http::Request::new(())).await.unwrap_err();
+    /// assert!(err.is::<DeadlineExceeded>());
+    /// # }
+    /// ```
     #[must_use]
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
@@ -101,6 +138,24 @@ impl ResiliencePolicy {
     }
 
     /// Enables retries.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use archon_client::{ResiliencePolicy, retry::RetryConfig};
+    /// use tower::ServiceExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// static CALLS: AtomicU32 = AtomicU32::new(0);
+    /// let policy = ResiliencePolicy::default().retry(RetryConfig::default().max_attempts(3));
+    /// let layer = policy.build("flaky").unwrap();
+    /// let svc = layer.wrap(tower::service_fn(|_: http::Request<()>| async {
+    ///     let status = if CALLS.fetch_add(1, Ordering::SeqCst) == 0 { 503 } else { 200 };
+    ///     Ok::<_, std::io::Error>(http::Response::builder().status(status).body(()).unwrap())
+    /// }));
+    /// let resp = svc.oneshot(http::Request::new(())).await.unwrap();
+    /// assert_eq!((resp.status().as_u16(), CALLS.load(Ordering::SeqCst)), (200, 2));
+    /// # }
+    /// ```
     #[must_use]
     pub fn retry(mut self, retry: RetryConfig) -> Self {
         self.retry = Some(retry);
@@ -108,6 +163,14 @@ impl ResiliencePolicy {
     }
 
     /// Enables hedging.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::{ResiliencePolicy, hedge::HedgeConfig};
+    /// let policy = ResiliencePolicy::default().hedge(HedgeConfig::fixed(Duration::from_millis(50)));
+    /// assert_eq!(policy.hedge.unwrap().delay, Duration::from_millis(50));
+    /// assert!(policy.build("inventory").is_ok());
+    /// ```
     #[must_use]
     pub fn hedge(mut self, hedge: HedgeConfig) -> Self {
         self.hedge = Some(hedge);
@@ -115,6 +178,16 @@ impl ResiliencePolicy {
     }
 
     /// Enables the circuit breaker.
+    ///
+    /// ```
+    /// use archon_client::{ResiliencePolicy, circuit_breaker::{CircuitBreakerConfig, CircuitState}};
+    /// let layer = ResiliencePolicy::default()
+    ///     .circuit_breaker(CircuitBreakerConfig::default().minimum_calls(20))
+    ///     .build("inventory")
+    ///     .unwrap();
+    /// let breaker = layer.circuit_breaker().unwrap();
+    /// assert_eq!((breaker.name(), breaker.state()), ("inventory", CircuitState::Closed));
+    /// ```
     #[must_use]
     pub fn circuit_breaker(mut self, breaker: CircuitBreakerConfig) -> Self {
         self.circuit_breaker = Some(breaker);
@@ -122,6 +195,15 @@ impl ResiliencePolicy {
     }
 
     /// Enables the bulkhead.
+    ///
+    /// ```
+    /// use archon_client::{ResiliencePolicy, bulkhead::BulkheadConfig};
+    /// let layer = ResiliencePolicy::default()
+    ///     .bulkhead(BulkheadConfig { max_concurrent: 8, ..Default::default() })
+    ///     .build("inventory")
+    ///     .unwrap();
+    /// assert_eq!(layer.bulkhead().unwrap().available_permits(), 8);
+    /// ```
     #[must_use]
     pub fn bulkhead(mut self, bulkhead: BulkheadConfig) -> Self {
         self.bulkhead = Some(bulkhead);
@@ -129,6 +211,24 @@ impl ResiliencePolicy {
     }
 
     /// Enables the rate limiter.
+    ///
+    /// ```
+    /// use archon_client::{Error, ErrorKind, ResiliencePolicy, rate_limit::RateLimitConfig};
+    /// use tower::ServiceExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let layer = ResiliencePolicy::default()
+    ///     .rate_limit(RateLimitConfig { per_second: 1, burst: 1, ..Default::default() })
+    ///     .build("inventory")
+    ///     .unwrap();
+    /// let svc = layer.wrap(tower::service_fn(|_: http::Request<()>| async {
+    ///     Ok::<_, std::io::Error>(http::Response::new(()))
+    /// }));
+    /// svc.clone().oneshot(http::Request::new(())).await.unwrap();
+    /// let err = svc.oneshot(http::Request::new(())).await.unwrap_err();
+    /// assert_eq!(Error::from_boxed(err).kind(), ErrorKind::RateLimited);
+    /// # }
+    /// ```
     #[must_use]
     pub fn rate_limit(mut self, rate_limit: RateLimitConfig) -> Self {
         self.rate_limit = Some(rate_limit);
@@ -151,6 +251,15 @@ impl ResiliencePolicy {
 
     /// Builds the shared parts (breaker, bulkhead slots, limiter, budget) under `name`
     /// (used in metrics and logs).
+    ///
+    /// ```
+    /// use archon_client::{ResiliencePolicy, retry::RetryConfig};
+    /// let mut retry = RetryConfig::default();
+    /// retry.grpc_retryable_codes = vec!["unavailable".into(), "sometimes".into()];
+    /// let err = ResiliencePolicy::default().retry(retry).build("inventory").unwrap_err();
+    /// assert!(err.to_string().contains("inventory"));
+    /// assert!(err.to_string().contains("sometimes"));
+    /// ```
     ///
     /// # Errors
     /// [`InvalidPolicy`] naming the part that is out of range.
@@ -262,16 +371,50 @@ fn breaker_error(e: CircuitBreakerError<BoxError>) -> BoxError {
 
 impl ResilienceLayer {
     /// The circuit breaker, when the policy has one.
+    ///
+    /// ```
+    /// use archon_client::{ResiliencePolicy, circuit_breaker::CircuitOpen};
+    /// use tower::ServiceExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let layer = ResiliencePolicy::default().circuit_breaker(Default::default()).build("inventory").unwrap();
+    /// let svc = layer.wrap(tower::service_fn(|_: http::Request<()>| async {
+    ///     Ok::<_, std::io::Error>(http::Response::new(()))
+    /// }));
+    /// // Every service the layer wraps shares its breaker.
+    /// layer.circuit_breaker().unwrap().force_open();
+    /// let err = svc.oneshot(http::Request::new(())).await.unwrap_err();
+    /// assert!(err.is::<CircuitOpen>());
+    /// # }
+    /// ```
     pub fn circuit_breaker(&self) -> Option<&CircuitBreakerHandle> {
         self.breaker.as_ref()
     }
 
     /// The retry policy, when the policy has one.
+    ///
+    /// ```
+    /// use archon_client::{ResiliencePolicy, retry::RetryConfig};
+    /// let layer = ResiliencePolicy::default().retry(RetryConfig::default()).build("inventory").unwrap();
+    /// let budget = layer.retry_policy().unwrap().budget().unwrap();
+    /// assert_eq!(budget.available(), 100); // 10 retries per second, over 10 s
+    /// assert!(ResiliencePolicy::default().build("x").unwrap().retry_policy().is_none());
+    /// ```
     pub fn retry_policy(&self) -> Option<&RetryPolicy> {
         self.retry.as_ref()
     }
 
     /// The bulkhead, when the policy has one.
+    ///
+    /// ```
+    /// use archon_client::{ResiliencePolicy, bulkhead::BulkheadConfig};
+    /// let layer = ResiliencePolicy::default()
+    ///     .bulkhead(BulkheadConfig { max_concurrent: 2, ..Default::default() })
+    ///     .build("inventory")
+    ///     .unwrap();
+    /// assert_eq!(layer.bulkhead().unwrap().available_permits(), 2);
+    /// assert!(ResiliencePolicy::default().build("x").unwrap().bulkhead().is_none());
+    /// ```
     pub fn bulkhead(&self) -> Option<&BulkheadLayer> {
         self.bulkhead.as_ref()
     }
@@ -279,6 +422,29 @@ impl ResilienceLayer {
     /// Wraps `inner` in the stack. The result is boxed (three boxed futures per call) so that
     /// every policy gives the same type; compose the layers yourself with `ServiceBuilder` for
     /// an unboxed stack (as the benchmarks do).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::{ResiliencePolicy, retry::RetryConfig};
+    /// use tower::ServiceExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let echo = tower::service_fn(|req: http::Request<String>| async move {
+    ///     Ok::<_, std::io::Error>(http::Response::new(req.into_body()))
+    /// });
+    /// let plain = ResiliencePolicy::default().build("plain").unwrap();
+    /// let guarded = ResiliencePolicy::default()
+    ///     .timeout(Duration::from_secs(1))
+    ///     .retry(RetryConfig::default())
+    ///     .build("guarded")
+    ///     .unwrap();
+    /// // Whatever the policy, the wrapped service has the same type.
+    /// for svc in [plain.wrap(echo), guarded.wrap(echo)] {
+    ///     let resp = svc.oneshot(http::Request::new("ping".to_owned())).await.unwrap();
+    ///     assert_eq!(resp.body(), "ping");
+    /// }
+    /// # }
+    /// ```
     pub fn wrap<S, Req>(&self, inner: S) -> BoxCloneSyncService<Req, S::Response, BoxError>
     where
         S: Service<Req> + Clone + Send + Sync + 'static,

@@ -62,6 +62,13 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Whether this is `Status(5xx)`.
+    ///
+    /// ```
+    /// use archon_client::ErrorKind;
+    /// assert!(ErrorKind::Status(503).is_server_error());
+    /// assert!(!ErrorKind::Status(404).is_server_error());
+    /// assert!(!ErrorKind::Timeout.is_server_error());
+    /// ```
     pub fn is_server_error(self) -> bool {
         matches!(self, Self::Status(s) if (500..600).contains(&s))
     }
@@ -105,12 +112,34 @@ impl Error {
 
     /// Classifies an error from a tower stack: the layers' markers (open circuit, full
     /// bulkhead, rate limit, budget, deadline), tower's timeout, reqwest's errors.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::{Error, ErrorKind, rate_limit::RateLimited};
+    ///
+    /// let err = Error::from_boxed(Box::new(RateLimited::new(Duration::from_millis(50))));
+    /// assert_eq!(err.kind(), ErrorKind::RateLimited);
+    /// let err = Error::from_boxed(Box::new(tower::timeout::error::Elapsed::new()));
+    /// assert_eq!(err.kind(), ErrorKind::Timeout);
+    /// // A cause it does not recognise counts as a transport failure.
+    /// let err = Error::from_boxed(std::io::Error::other("connection reset").into());
+    /// assert_eq!(err.kind(), ErrorKind::Transport);
+    /// ```
     pub fn from_boxed(err: BoxError) -> Self {
         let kind = kind_of(&*err);
         Self::new(kind).with_source(err)
     }
 
     /// What went wrong.
+    ///
+    /// ```
+    /// use archon_client::{Error, ErrorKind, timeout::DeadlineExceeded};
+    /// let err = Error::from_boxed(Box::new(DeadlineExceeded::new()));
+    /// match err.kind() {
+    ///     ErrorKind::Timeout => {} // the overall deadline passed
+    ///     other => panic!("unexpected {other:?}"),
+    /// }
+    /// ```
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
@@ -118,6 +147,15 @@ impl Error {
     /// Whether trying again later may succeed: timeouts, transport failures, rate limits, and
     /// HTTP 408, 429 and 5xx except 501. An open circuit, a full bulkhead and an exhausted
     /// budget are not: they say to back off.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::{Error, bulkhead::BulkheadFull, rate_limit::RateLimited};
+    /// let limited = Error::from_boxed(Box::new(RateLimited::new(Duration::from_millis(10))));
+    /// assert!(limited.is_retryable());
+    /// let full = Error::from_boxed(Box::new(BulkheadFull::new()));
+    /// assert!(!full.is_retryable()); // back off instead
+    /// ```
     pub fn is_retryable(&self) -> bool {
         match self.kind {
             ErrorKind::Timeout
@@ -131,6 +169,13 @@ impl Error {
 
     /// Whether the call was refused by a client-side guard (breaker, bulkhead, rate limit,
     /// budget) rather than failed at the server.
+    ///
+    /// ```
+    /// use archon_client::{Error, bulkhead::BulkheadFull};
+    /// assert!(Error::from_boxed(Box::new(BulkheadFull::new())).is_rejected());
+    /// let failed = Error::from_boxed(std::io::Error::other("connection reset").into());
+    /// assert!(!failed.is_rejected());
+    /// ```
     pub fn is_rejected(&self) -> bool {
         matches!(
             self.kind,
@@ -139,6 +184,16 @@ impl Error {
     }
 
     /// The HTTP status, for `Status` errors.
+    ///
+    /// ```
+    /// use archon_client::{Error, bulkhead::BulkheadFull};
+    /// # #[cfg(feature = "http")] {
+    /// let resp = reqwest::Response::from(http::Response::builder().status(503).body("").unwrap());
+    /// let err = Error::from_boxed(resp.error_for_status().unwrap_err().into());
+    /// assert_eq!(err.status(), Some(503));
+    /// # }
+    /// assert_eq!(Error::from_boxed(Box::new(BulkheadFull::new())).status(), None);
+    /// ```
     pub fn status(&self) -> Option<u16> {
         match self.kind {
             ErrorKind::Status(s) => Some(s),
@@ -147,6 +202,15 @@ impl Error {
     }
 
     /// The circuit breaker's rejection, with its remaining wait, when the circuit was open.
+    ///
+    /// ```
+    /// use archon_client::{Error, ErrorKind, circuit_breaker::CircuitBreakerHandle};
+    /// let breaker = CircuitBreakerHandle::new("inventory", Default::default()).unwrap();
+    /// breaker.force_open();
+    /// let err = Error::from_boxed(Box::new(breaker.try_acquire().unwrap_err()));
+    /// assert_eq!(err.kind(), ErrorKind::CircuitOpen);
+    /// assert_eq!(err.circuit_open().unwrap().remaining_wait(), None); // forced open: no known wait
+    /// ```
     pub fn circuit_open(&self) -> Option<&CircuitOpen> {
         self.source.as_deref().and_then(|e| e.downcast_ref())
     }

@@ -137,6 +137,16 @@ impl Default for GrpcConfig {
 
 impl GrpcConfig {
     /// A config for `endpoint` with `policy`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::{ResiliencePolicy, grpc::GrpcConfig};
+    /// let policy = ResiliencePolicy::default().timeout(Duration::from_millis(500));
+    /// let cfg = GrpcConfig::new("http://inventory:50051", policy);
+    /// assert_eq!(cfg.endpoint, "http://inventory:50051");
+    /// assert_eq!(cfg.max_replay_bytes, 64 * 1024);
+    /// assert!(cfg.connect_timeout.is_none() && cfg.balance.is_none());
+    /// ```
     pub fn new(endpoint: impl Into<String>, policy: ResiliencePolicy) -> Self {
         Self {
             endpoint: endpoint.into(),
@@ -242,6 +252,17 @@ fn tls(cfg: &GrpcConfig) -> Result<Option<Tls>> {
 /// Connects to `cfg.endpoint` and wraps the channel in `cfg.policy`. With `cfg.balance`,
 /// balances over its endpoints instead, each connected on first use (as [`channel_lazy`]).
 ///
+/// ```
+/// use archon_client::{ErrorKind, grpc::{GrpcConfig, channel}};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// // A config without its endpoint fails before any connection is tried.
+/// let cfg: GrpcConfig = toml::from_str("policy = { timeout = '1s' }").unwrap();
+/// let err = channel(&cfg).await.unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Config);
+/// # }
+/// ```
+///
 /// # Errors
 /// `Config` for a bad endpoint or policy; `Transport` when the connection fails.
 pub async fn channel(cfg: &GrpcConfig) -> Result<GrpcChannel> {
@@ -257,6 +278,18 @@ pub async fn channel(cfg: &GrpcConfig) -> Result<GrpcChannel> {
 
 /// Like [`channel`], but connects on first use (so a server that is down now does not fail
 /// start-up; calls fail, and the breaker sees them, until it is up).
+///
+/// ```
+/// use archon_client::{ResiliencePolicy, balance::BalanceConfig, grpc::{GrpcConfig, channel_lazy}};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// // Nothing listens on these endpoints: nothing is connected until the first call.
+/// let cfg = GrpcConfig::new("http://inventory", ResiliencePolicy::default().circuit_breaker(Default::default()))
+///     .balance(BalanceConfig::endpoints(["127.0.0.1:50051", "127.0.0.1:50052"]));
+/// let channel = channel_lazy(&cfg).unwrap();
+/// # drop(channel);
+/// # }
+/// ```
 ///
 /// # Errors
 /// `Config` for a bad endpoint or policy.

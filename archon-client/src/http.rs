@@ -151,6 +151,16 @@ impl HttpTlsConfig {
 
 impl UpstreamConfig {
     /// An upstream at `base_url` with `policy`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::{ResiliencePolicy, http::UpstreamConfig};
+    /// let policy = ResiliencePolicy::default().timeout(Duration::from_secs(1));
+    /// let up = UpstreamConfig::new("http://inventory:8080", policy);
+    /// assert_eq!(up.base_url, "http://inventory:8080");
+    /// assert_eq!(up.policy.timeout, Some(Duration::from_secs(1)));
+    /// assert!(up.routes.is_empty());
+    /// ```
     pub fn new(base_url: impl Into<String>, policy: ResiliencePolicy) -> Self {
         Self {
             base_url: base_url.into(),
@@ -160,6 +170,15 @@ impl UpstreamConfig {
     }
 
     /// Adds a policy for paths starting with `prefix`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::{ResiliencePolicy, http::UpstreamConfig};
+    /// let fast = ResiliencePolicy::default().timeout(Duration::from_secs(1));
+    /// let up = UpstreamConfig::new("http://inventory", fast)
+    ///     .route("/reports", ResiliencePolicy::default().timeout(Duration::from_secs(30)));
+    /// assert_eq!(up.routes["/reports"].timeout, Some(Duration::from_secs(30)));
+    /// ```
     #[must_use]
     pub fn route(mut self, prefix: impl Into<String>, policy: ResiliencePolicy) -> Self {
         self.routes.insert(prefix.into(), policy);
@@ -213,6 +232,15 @@ pub struct HttpClientConfig {
 
 impl HttpClientConfig {
     /// Adds an upstream.
+    ///
+    /// ```
+    /// use archon_client::{ResiliencePolicy, http::{HttpClientConfig, UpstreamConfig}};
+    /// let cfg = HttpClientConfig::default()
+    ///     .upstream("users", UpstreamConfig::new("http://users:8080", ResiliencePolicy::default()))
+    ///     .upstream("orders", UpstreamConfig::new("http://orders:8080", ResiliencePolicy::default()));
+    /// assert_eq!(cfg.upstreams.keys().collect::<Vec<_>>(), ["orders", "users"]);
+    /// assert_eq!(cfg.upstreams["users"].base_url, "http://users:8080");
+    /// ```
     #[must_use]
     pub fn upstream(mut self, name: impl Into<String>, upstream: UpstreamConfig) -> Self {
         self.upstreams.insert(name.into(), upstream);
@@ -272,6 +300,17 @@ impl HttpClient {
     /// per resolved address (requests keep the base URL's host, see
     /// [`UpstreamConfig::balance`]).
     ///
+    /// ```
+    /// use archon_client::{ErrorKind, ResiliencePolicy, http::{HttpClient, HttpClientConfig, UpstreamConfig}};
+    /// let config = HttpClientConfig::default()
+    ///     .upstream("users", UpstreamConfig::new("http://users:8080", ResiliencePolicy::default()));
+    /// let client = HttpClient::new(&config).unwrap(); // nothing is connected yet
+    /// # drop(client);
+    /// let bad = HttpClientConfig::default() // a base URL without a scheme
+    ///     .upstream("users", UpstreamConfig::new("users.internal/api", ResiliencePolicy::default()));
+    /// assert_eq!(HttpClient::new(&bad).unwrap_err().kind(), ErrorKind::Config);
+    /// ```
+    ///
     /// # Errors
     /// `Config` when a base URL, a policy or a `tls.ca_file` is invalid, or a reqwest client
     /// cannot be built.
@@ -282,6 +321,19 @@ impl HttpClient {
     /// A client sending through `client` (for your TLS, pool and proxy settings), for every
     /// upstream and endpoint. A balanced upstream then sends each request to the endpoint's
     /// address written into its URL, also over DNS.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::{ResiliencePolicy, http::{HttpClient, HttpClientConfig, UpstreamConfig}};
+    /// let reqwest_client = reqwest::Client::builder()
+    ///     .pool_idle_timeout(Duration::from_secs(30))
+    ///     .build()
+    ///     .unwrap();
+    /// let config = HttpClientConfig::default()
+    ///     .upstream("users", UpstreamConfig::new("http://users:8080", ResiliencePolicy::default()));
+    /// let client = HttpClient::with_reqwest(&reqwest_client, &config).unwrap();
+    /// # drop(client);
+    /// ```
     ///
     /// # Errors
     /// `Config` when a base URL or a policy is invalid, or an upstream sets `tls.ca_file`
@@ -403,6 +455,19 @@ impl HttpClient {
     }
 
     /// The circuit breaker guarding `path` on `upstream`, if its policy has one.
+    ///
+    /// ```
+    /// use archon_client::{ResiliencePolicy, http::{HttpClient, HttpClientConfig, UpstreamConfig}};
+    /// let guarded = ResiliencePolicy::default().circuit_breaker(Default::default());
+    /// let client = HttpClient::new(&HttpClientConfig::default().upstream(
+    ///     "inventory",
+    ///     UpstreamConfig::new("http://inventory", guarded.clone()).route("/reports", guarded),
+    /// )).unwrap();
+    /// assert_eq!(client.circuit_breaker("inventory", "/items/1").unwrap().name(), "inventory");
+    /// // A route has a breaker of its own.
+    /// assert_eq!(client.circuit_breaker("inventory", "/reports/daily").unwrap().name(), "inventory/reports");
+    /// assert!(client.circuit_breaker("users", "/").is_none());
+    /// ```
     pub fn circuit_breaker(&self, upstream: &str, path: &str) -> Option<CircuitBreakerHandle> {
         self.upstreams.get(upstream)?.route(path)?.breaker.clone()
     }
@@ -429,6 +494,19 @@ impl HttpClient {
     }
 
     /// A request to `path` (joined to the upstream's base URL).
+    ///
+    /// ```no_run
+    /// use http::Method;
+    /// # async fn run(client: archon_client::http::HttpClient) -> archon_client::Result<()> {
+    /// let resp = client
+    ///     .request(Method::PATCH, "users", "/users/7")
+    ///     .idempotency_key("rename-7")
+    ///     .json(&serde_json::json!({"name": "Ada"}))
+    ///     .send()
+    ///     .await?;
+    /// # let _ = resp;
+    /// # Ok(()) }
+    /// ```
     pub fn request(&self, method: Method, upstream: &str, path: &str) -> RequestBuilder<'_> {
         RequestBuilder {
             client: self,
@@ -442,21 +520,65 @@ impl HttpClient {
     }
 
     /// A GET request.
+    ///
+    /// ```no_run
+    /// #[derive(serde::Deserialize)]
+    /// struct User { name: String }
+    ///
+    /// # async fn run(client: archon_client::http::HttpClient) -> archon_client::Result<()> {
+    /// let user: User = client.get("users", "/users/7?fields=name").send_json().await?;
+    /// println!("{}", user.name);
+    /// # Ok(()) }
+    /// ```
     pub fn get(&self, upstream: &str, path: &str) -> RequestBuilder<'_> {
         self.request(Method::GET, upstream, path)
     }
 
     /// A POST request.
+    ///
+    /// ```no_run
+    /// # async fn run(client: archon_client::http::HttpClient) -> archon_client::Result<()> {
+    /// // Not retried unless it carries an Idempotency-Key.
+    /// let resp = client
+    ///     .post("orders", "/orders")
+    ///     .json(&serde_json::json!({"sku": "A1", "qty": 2}))
+    ///     .send()
+    ///     .await?;
+    /// println!("created: {}", resp.status());
+    /// # Ok(()) }
+    /// ```
     pub fn post(&self, upstream: &str, path: &str) -> RequestBuilder<'_> {
         self.request(Method::POST, upstream, path)
     }
 
     /// A PUT request.
+    ///
+    /// ```no_run
+    /// # async fn run(client: archon_client::http::HttpClient, png: Vec<u8>) -> archon_client::Result<()> {
+    /// client
+    ///     .put("users", "/users/7/avatar")
+    ///     .header("content-type", "image/png")
+    ///     .body(png)
+    ///     .send()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn put(&self, upstream: &str, path: &str) -> RequestBuilder<'_> {
         self.request(Method::PUT, upstream, path)
     }
 
     /// A DELETE request.
+    ///
+    /// ```no_run
+    /// use archon_client::ErrorKind;
+    /// # async fn run(client: archon_client::http::HttpClient) -> archon_client::Result<()> {
+    /// match client.delete("users", "/users/7").send().await {
+    ///     Ok(_) => {}
+    ///     Err(e) if e.kind() == ErrorKind::Status(404) => {} // already gone
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn delete(&self, upstream: &str, path: &str) -> RequestBuilder<'_> {
         self.request(Method::DELETE, upstream, path)
     }
@@ -499,6 +621,21 @@ impl fmt::Debug for RequestBuilder<'_> {
 
 impl RequestBuilder<'_> {
     /// Adds a header.
+    ///
+    /// ```
+    /// use archon_client::{ErrorKind, ResiliencePolicy, http::{HttpClient, HttpClientConfig, UpstreamConfig}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let client = HttpClient::new(&HttpClientConfig::default()
+    ///     .upstream("users", UpstreamConfig::new("http://users", ResiliencePolicy::default())))
+    ///     .unwrap();
+    /// let req = client.get("users", "/users/7").header("x-tenant", "acme");
+    /// # drop(req);
+    /// // An invalid header fails the request when it is sent, before anything is connected.
+    /// let err = client.get("users", "/users/7").header("x tenant", "acme").send().await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+    /// # }
+    /// ```
     pub fn header(mut self, name: &str, value: &str) -> Self {
         match (
             HeaderName::from_bytes(name.as_bytes()),
@@ -518,17 +655,53 @@ impl RequestBuilder<'_> {
     }
 
     /// Marks the request as safe to retry whatever its method.
+    ///
+    /// ```no_run
+    /// # async fn run(client: archon_client::http::HttpClient) -> archon_client::Result<()> {
+    /// // The same key on every attempt: the server applies the payment once, so it may be retried.
+    /// client
+    ///     .post("payments", "/payments")
+    ///     .idempotency_key("payment-2024-0042")
+    ///     .json(&serde_json::json!({"amount": 1200, "currency": "EUR"}))
+    ///     .send()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn idempotency_key(self, key: &str) -> Self {
         self.header(IDEMPOTENCY_KEY, key)
     }
 
     /// Sets the body.
+    ///
+    /// ```no_run
+    /// # async fn run(client: archon_client::http::HttpClient) -> archon_client::Result<()> {
+    /// client
+    ///     .put("files", "/files/report.csv")
+    ///     .header("content-type", "text/csv")
+    ///     .body("id,qty\n1,2\n")
+    ///     .send()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn body(mut self, body: impl Into<Bytes>) -> Self {
         self.body = Some(body.into());
         self
     }
 
     /// Sets a JSON body (and `content-type: application/json`).
+    ///
+    /// ```no_run
+    /// #[derive(serde::Serialize)]
+    /// struct NewOrder<'a> { sku: &'a str, qty: u32 }
+    ///
+    /// # async fn run(client: archon_client::http::HttpClient) -> archon_client::Result<()> {
+    /// client
+    ///     .post("orders", "/orders")
+    ///     .json(&NewOrder { sku: "A1", qty: 2 })
+    ///     .send()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn json<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
         match serde_json::to_vec(value) {
             Ok(bytes) => {
@@ -547,6 +720,22 @@ impl RequestBuilder<'_> {
 
     /// Sends the request through the route's stack. Any HTTP status is returned as a
     /// response; see [`send`](Self::send) for one that fails on non-success statuses.
+    ///
+    /// ```
+    /// use archon_client::{ErrorKind, ResiliencePolicy, http::{HttpClient, HttpClientConfig, UpstreamConfig}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let policy = ResiliencePolicy::default().circuit_breaker(Default::default());
+    /// let client = HttpClient::new(&HttpClientConfig::default()
+    ///     .upstream("users", UpstreamConfig::new("http://users", policy)))
+    ///     .unwrap();
+    /// // An open circuit rejects the call without sending it.
+    /// client.circuit_breaker("users", "/").unwrap().force_open();
+    /// let err = client.get("users", "/users/7").send_raw().await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::CircuitOpen);
+    /// assert!(err.is_rejected());
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// Timeouts, rejections (open circuit, full bulkhead, rate limit), transport failures.
@@ -610,6 +799,16 @@ impl RequestBuilder<'_> {
 
     /// Sends the request; a non-success status is an error of kind `Status(code)`.
     ///
+    /// ```no_run
+    /// # async fn run(client: archon_client::http::HttpClient) -> archon_client::Result<()> {
+    /// match client.get("users", "/users/7").send().await {
+    ///     Ok(resp) => println!("found: {}", resp.status()),
+    ///     Err(e) if e.status() == Some(404) => println!("no such user"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// As [`send_raw`](Self::send_raw), plus `Status` for 4xx and 5xx answers.
     pub async fn send(self) -> Result<reqwest::Response> {
@@ -627,6 +826,18 @@ impl RequestBuilder<'_> {
     }
 
     /// Sends the request and decodes a JSON answer.
+    ///
+    /// ```no_run
+    /// #[derive(serde::Deserialize)]
+    /// struct Stock { sku: String, available: u32 }
+    ///
+    /// # async fn run(client: archon_client::http::HttpClient) -> archon_client::Result<()> {
+    /// let stock: Vec<Stock> = client.get("inventory", "/stock?sku=A1,B2").send_json().await?;
+    /// for s in &stock {
+    ///     println!("{}: {}", s.sku, s.available);
+    /// }
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// As [`send`](Self::send), plus `Decode` when the body is not the expected JSON.

@@ -46,6 +46,23 @@ impl<F> fmt::Debug for FallbackLayer<F> {
 
 impl<F> FallbackLayer<F> {
     /// A layer with the fallback function `f`.
+    ///
+    /// ```
+    /// use archon_client::{bulkhead::BulkheadFull, fallback::FallbackLayer};
+    /// use archon_core::BoxError;
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// // A full bulkhead answers with an empty list; other errors stay errors.
+    /// let layer = FallbackLayer::new(|err: &BoxError| err.is::<BulkheadFull>().then(Vec::new));
+    /// let full = layer.layer(service_fn(|_: ()| async {
+    ///     Err::<Vec<u32>, BoxError>(BulkheadFull::new().into())
+    /// }));
+    /// assert_eq!(full.oneshot(()).await.unwrap(), Vec::<u32>::new());
+    /// let down = layer.layer(service_fn(|_: ()| async { Err::<Vec<u32>, BoxError>("down".into()) }));
+    /// assert!(down.oneshot(()).await.is_err());
+    /// # }
+    /// ```
     pub fn new(f: F) -> Self {
         Self { f }
     }
@@ -86,16 +103,53 @@ impl<S: fmt::Debug, F> fmt::Debug for Fallback<S, F> {
 
 impl<S, F> Fallback<S, F> {
     /// The inner service.
+    ///
+    /// ```
+    /// use archon_client::fallback::FallbackLayer;
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let svc = FallbackLayer::new(|_: &std::io::Error| Some("cached"))
+    ///     .layer(service_fn(|_: ()| async { Err::<&str, _>(std::io::Error::other("down")) }));
+    /// // The inner service alone has no fallback.
+    /// assert!(svc.get_ref().clone().oneshot(()).await.is_err());
+    /// assert_eq!(svc.oneshot(()).await.unwrap(), "cached");
+    /// # }
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
     /// The inner service, mutably.
+    ///
+    /// ```
+    /// use archon_client::fallback::FallbackLayer;
+    /// use tower::{Layer, Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut svc = FallbackLayer::new(|_: &std::io::Error| Some("cached"))
+    ///     .layer(service_fn(|_: ()| async { Err::<&str, _>(std::io::Error::other("down")) }));
+    /// assert_eq!(svc.ready().await.unwrap().call(()).await.unwrap(), "cached");
+    /// assert!(svc.get_mut().ready().await.unwrap().call(()).await.is_err());
+    /// # }
+    /// ```
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
 
     /// Unwraps the inner service.
+    ///
+    /// ```
+    /// use archon_client::fallback::FallbackLayer;
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let svc = FallbackLayer::new(|_: &std::io::Error| Some("cached"))
+    ///     .layer(service_fn(|_: ()| async { Err::<&str, _>(std::io::Error::other("down")) }));
+    /// let inner = svc.into_inner();
+    /// assert_eq!(inner.oneshot(()).await.unwrap_err().to_string(), "down");
+    /// # }
+    /// ```
     pub fn into_inner(self) -> S {
         self.inner
     }
@@ -124,6 +178,21 @@ where
 
 pin_project! {
     /// The call, with its error maybe replaced by the fallback.
+    ///
+    /// ```
+    /// use archon_client::fallback::{FallbackLayer, ResponseFuture};
+    /// use tower::{Layer, Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut svc = FallbackLayer::new(|_: &std::io::Error| Some(0u32))
+    ///     .layer(service_fn(|n: u32| async move {
+    ///         if n > 0 { Ok(n * 2) } else { Err(std::io::Error::other("no stock")) }
+    ///     }));
+    /// let found: ResponseFuture<_, _> = svc.ready().await.unwrap().call(21);
+    /// let fallback: ResponseFuture<_, _> = svc.ready().await.unwrap().call(0);
+    /// assert_eq!((found.await.unwrap(), fallback.await.unwrap()), (42, 0));
+    /// # }
+    /// ```
     pub struct ResponseFuture<Fut, F> {
         #[pin]
         inner: Fut,

@@ -135,6 +135,27 @@ impl HedgeLayer {
     /// withdrawing from `budget` (none = unlimited). Out-of-range percentile settings are
     /// clamped (a percentile into 1..=100, a window of at least one call, `max_delay` at
     /// least `min_delay`); a [`ResiliencePolicy`](crate::ResiliencePolicy) rejects them instead.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::time::Duration;
+    /// use archon_client::hedge::{HedgeConfig, HedgeLayer};
+    /// use archon_client::retry::{RetryBudget, RetryBudgetConfig};
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// static CALLS: AtomicU32 = AtomicU32::new(0);
+    /// let empty = RetryBudget::new(RetryBudgetConfig { ratio: 0.0, min_per_second: 0, ..Default::default() });
+    /// let svc = HedgeLayer::new(HedgeConfig::fixed(Duration::from_millis(10)), Some(empty))
+    ///     .layer(service_fn(|_: http::Request<()>| async {
+    ///         CALLS.fetch_add(1, Ordering::SeqCst);
+    ///         tokio::time::sleep(Duration::from_millis(50)).await;
+    ///         Ok::<_, archon_core::BoxError>("slow")
+    ///     }));
+    /// assert_eq!(svc.oneshot(http::Request::new(())).await.unwrap(), "slow");
+    /// assert_eq!(CALLS.load(Ordering::SeqCst), 1); // slow, but the empty budget allowed no hedge
+    /// # }
+    /// ```
     pub fn new(config: HedgeConfig, budget: Option<RetryBudget>) -> Self {
         let estimator = config.percentile.map(|mut p| {
             p.percentile = if p.percentile.is_nan() {
@@ -216,22 +237,71 @@ impl<S> Hedge<S> {
     }
 
     /// The inner service.
+    ///
+    /// ```
+    /// use archon_client::hedge::HedgeLayer;
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let svc = HedgeLayer::new(Default::default(), None)
+    ///     .layer(service_fn(|_: http::Request<()>| async { Ok::<_, archon_core::BoxError>("inner") }));
+    /// let inner = svc.get_ref().clone(); // sends one attempt, never a hedge
+    /// assert_eq!(inner.oneshot(http::Request::new(())).await.unwrap(), "inner");
+    /// # }
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
     /// The inner service, mutably.
+    ///
+    /// ```
+    /// use archon_client::hedge::HedgeLayer;
+    /// use tower::{Layer, Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut svc = HedgeLayer::new(Default::default(), None)
+    ///     .layer(service_fn(|_: http::Request<()>| async { Ok::<_, archon_core::BoxError>("inner") }));
+    /// let inner = svc.get_mut().ready().await.unwrap();
+    /// assert_eq!(inner.call(http::Request::new(())).await.unwrap(), "inner");
+    /// # }
+    /// ```
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
 
     /// Unwraps the inner service.
+    ///
+    /// ```
+    /// use archon_client::hedge::HedgeLayer;
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let svc = HedgeLayer::new(Default::default(), None)
+    ///     .layer(service_fn(|_: http::Request<()>| async { Ok::<_, archon_core::BoxError>("inner") }));
+    /// let inner = svc.into_inner();
+    /// assert_eq!(inner.oneshot(http::Request::new(())).await.unwrap(), "inner");
+    /// # }
+    /// ```
     pub fn into_inner(self) -> S {
         self.inner
     }
 }
 
 /// The response future of [`Hedge`].
+///
+/// ```
+/// use std::time::Duration;
+/// use archon_client::hedge::{HedgeConfig, HedgeLayer, ResponseFuture};
+/// use tower::{Layer, Service, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let mut svc = HedgeLayer::new(HedgeConfig::fixed(Duration::from_millis(50)), None)
+///     .layer(service_fn(|_: http::Request<()>| async { Ok::<_, archon_core::BoxError>("fast") }));
+/// let fut: ResponseFuture<&str, _> = svc.ready().await.unwrap().call(http::Request::new(()));
+/// assert_eq!(fut.await.unwrap(), "fast"); // answered before the hedge delay: one attempt
+/// # }
+/// ```
 pub struct ResponseFuture<T, E> {
     inner: Pin<Box<dyn Future<Output = Result<T, E>> + Send>>,
 }

@@ -474,16 +474,65 @@ pub struct KeyedRateLimit<S, K, F> {
 
 impl<S, K, F> KeyedRateLimit<S, K, F> {
     /// The inner service.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::rate_limit::{KeyedRateLimitLayer, RateLimitConfig};
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cfg = RateLimitConfig { per_second: 1, burst: 1, max_wait: Duration::ZERO };
+    /// let svc = KeyedRateLimitLayer::new(cfg, |tenant: &&str| tenant.to_string())
+    ///     .unwrap()
+    ///     .layer(service_fn(|_: &str| async { Ok::<_, archon_core::BoxError>("ok") }));
+    /// svc.clone().oneshot("acme").await.unwrap();
+    /// assert!(svc.clone().oneshot("acme").await.is_err()); // acme's quota is spent...
+    /// assert_eq!(svc.get_ref().clone().oneshot("acme").await.unwrap(), "ok"); // ...not the inner service's
+    /// # }
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
     /// The inner service, mutably.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::rate_limit::{KeyedRateLimitLayer, RateLimitConfig};
+    /// use tower::{Layer, Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cfg = RateLimitConfig { per_second: 1, burst: 1, max_wait: Duration::ZERO };
+    /// let mut svc = KeyedRateLimitLayer::new(cfg, |tenant: &&str| tenant.to_string())
+    ///     .unwrap()
+    ///     .layer(service_fn(|_: &str| async { Ok::<_, archon_core::BoxError>("ok") }));
+    /// svc.ready().await.unwrap().call("acme").await.unwrap();
+    /// assert!(svc.ready().await.unwrap().call("acme").await.is_err());
+    /// // Calling the inner service directly bypasses the limiter.
+    /// assert_eq!(svc.get_mut().ready().await.unwrap().call("acme").await.unwrap(), "ok");
+    /// # }
+    /// ```
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
 
     /// Unwraps the inner service.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::rate_limit::{KeyedRateLimitLayer, RateLimitConfig};
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cfg = RateLimitConfig { per_second: 1, burst: 1, max_wait: Duration::ZERO };
+    /// let svc = KeyedRateLimitLayer::new(cfg, |tenant: &&str| tenant.to_string())
+    ///     .unwrap()
+    ///     .layer(service_fn(|_: &str| async { Ok::<_, archon_core::BoxError>("ok") }));
+    /// svc.clone().oneshot("acme").await.unwrap();
+    /// let unlimited = svc.into_inner();
+    /// assert_eq!(unlimited.oneshot("acme").await.unwrap(), "ok");
+    /// # }
+    /// ```
     pub fn into_inner(self) -> S {
         self.inner
     }

@@ -83,11 +83,35 @@ pub struct RateLimited {
 
 impl RateLimited {
     /// A rejection that could be retried after `retry_after`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::{Error, ErrorKind, rate_limit::RateLimited};
+    /// let limited = RateLimited::new(Duration::from_millis(250));
+    /// assert_eq!(limited.to_string(), "rate limited; next slot in 250ms");
+    /// assert_eq!(Error::from_boxed(Box::new(limited)).kind(), ErrorKind::RateLimited);
+    /// ```
     pub fn new(retry_after: Duration) -> Self {
         Self { retry_after }
     }
 
     /// When the limiter would admit the call.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::rate_limit::{RateLimitConfig, RateLimitLayer, RateLimited};
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let svc = RateLimitLayer::new(RateLimitConfig { per_second: 1, burst: 1, max_wait: Duration::ZERO })
+    ///     .unwrap()
+    ///     .layer(service_fn(|_: ()| async { Ok::<_, archon_core::BoxError>(()) }));
+    /// svc.clone().oneshot(()).await.unwrap();
+    /// let err = svc.oneshot(()).await.unwrap_err();
+    /// let wait = err.downcast_ref::<RateLimited>().unwrap().retry_after();
+    /// assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1)); // one slot a second
+    /// # }
+    /// ```
     pub fn retry_after(&self) -> Duration {
         self.retry_after
     }
@@ -141,6 +165,21 @@ pub struct RateLimitLayer {
 impl RateLimitLayer {
     /// A limiter with `config`.
     ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::rate_limit::{RateLimitConfig, RateLimitLayer, RateLimited};
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let layer = RateLimitLayer::new(RateLimitConfig { per_second: 1, burst: 1, max_wait: Duration::ZERO }).unwrap();
+    /// let ok = service_fn(|_: ()| async { Ok::<_, archon_core::BoxError>(()) });
+    /// // Two services of one layer share its limiter.
+    /// let (a, b) = (layer.layer(ok), layer.layer(ok));
+    /// a.oneshot(()).await.unwrap();
+    /// assert!(b.oneshot(()).await.unwrap_err().is::<RateLimited>());
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// [`InvalidRateLimit`] when `per_second` is 0.
     pub fn new(config: RateLimitConfig) -> Result<Self, InvalidRateLimit> {
@@ -185,16 +224,63 @@ pub struct RateLimit<S> {
 
 impl<S> RateLimit<S> {
     /// The inner service.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::rate_limit::{RateLimitConfig, RateLimitLayer};
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let svc = RateLimitLayer::new(RateLimitConfig { per_second: 1, burst: 1, max_wait: Duration::ZERO })
+    ///     .unwrap()
+    ///     .layer(service_fn(|_: ()| async { Ok::<_, archon_core::BoxError>("ok") }));
+    /// svc.clone().oneshot(()).await.unwrap();
+    /// assert!(svc.clone().oneshot(()).await.is_err()); // the limit is spent...
+    /// assert_eq!(svc.get_ref().clone().oneshot(()).await.unwrap(), "ok"); // ...not by the inner service
+    /// # }
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
     /// The inner service, mutably.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::rate_limit::{RateLimitConfig, RateLimitLayer};
+    /// use tower::{Layer, Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut svc = RateLimitLayer::new(RateLimitConfig { per_second: 1, burst: 1, max_wait: Duration::ZERO })
+    ///     .unwrap()
+    ///     .layer(service_fn(|_: ()| async { Ok::<_, archon_core::BoxError>("ok") }));
+    /// svc.ready().await.unwrap().call(()).await.unwrap();
+    /// assert!(svc.ready().await.unwrap().call(()).await.is_err());
+    /// // Calling the inner service directly bypasses the limiter.
+    /// assert_eq!(svc.get_mut().ready().await.unwrap().call(()).await.unwrap(), "ok");
+    /// # }
+    /// ```
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
 
     /// Unwraps the inner service.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::rate_limit::{RateLimitConfig, RateLimitLayer};
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let svc = RateLimitLayer::new(RateLimitConfig { per_second: 1, burst: 1, max_wait: Duration::ZERO })
+    ///     .unwrap()
+    ///     .layer(service_fn(|_: ()| async { Ok::<_, archon_core::BoxError>("ok") }));
+    /// svc.clone().oneshot(()).await.unwrap();
+    /// let unlimited = svc.into_inner();
+    /// assert_eq!(unlimited.clone().oneshot(()).await.unwrap(), "ok");
+    /// assert_eq!(unlimited.oneshot(()).await.unwrap(), "ok");
+    /// # }
+    /// ```
     pub fn into_inner(self) -> S {
         self.inner
     }
@@ -277,6 +363,22 @@ pin_project! {
 
 pin_project! {
     /// The call once the limiter let it through, or [`RateLimited`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::rate_limit::{RateLimitConfig, RateLimitLayer, RateLimited, ResponseFuture};
+    /// use tower::{Layer, Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut svc = RateLimitLayer::new(RateLimitConfig { per_second: 1, burst: 1, max_wait: Duration::ZERO })
+    ///     .unwrap()
+    ///     .layer(service_fn(|n: u32| async move { Ok::<_, archon_core::BoxError>(n * 2) }));
+    /// let first: ResponseFuture<_, u32> = svc.ready().await.unwrap().call(21);
+    /// let second: ResponseFuture<_, u32> = svc.ready().await.unwrap().call(1);
+    /// assert_eq!(first.await.unwrap(), 42);
+    /// assert!(second.await.unwrap_err().is::<RateLimited>());
+    /// # }
+    /// ```
     pub struct ResponseFuture<F, T> {
         #[pin]
         state: State<F, T>,

@@ -39,6 +39,14 @@ impl Default for ExponentialBackoff {
 
 impl ExponentialBackoff {
     /// A backoff with these bounds. A multiplier below 1 (or not finite) is taken as 1.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::retry::ExponentialBackoff;
+    /// let backoff = ExponentialBackoff::new(Duration::from_millis(100), Duration::from_millis(50), 0.5);
+    /// assert_eq!(backoff.multiplier, 1.0); // below 1: taken as 1
+    /// assert_eq!(backoff.max_backoff, Duration::from_millis(100)); // never below the first delay
+    /// ```
     pub fn new(initial_backoff: Duration, max_backoff: Duration, multiplier: f64) -> Self {
         Self {
             initial_backoff,
@@ -52,6 +60,15 @@ impl ExponentialBackoff {
     }
 
     /// The upper bound of the delay before retry `n` (0-based).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::retry::ExponentialBackoff;
+    /// let backoff = ExponentialBackoff::new(Duration::from_millis(50), Duration::from_secs(1), 2.0);
+    /// assert_eq!(backoff.ceiling(0), Duration::from_millis(50));
+    /// assert_eq!(backoff.ceiling(3), Duration::from_millis(400));
+    /// assert_eq!(backoff.ceiling(10), Duration::from_secs(1)); // capped at max_backoff
+    /// ```
     pub fn ceiling(&self, n: u32) -> Duration {
         let exp = i32::try_from(n).unwrap_or(i32::MAX);
         let secs = self.initial_backoff.as_secs_f64() * self.multiplier.powi(exp);
@@ -64,6 +81,15 @@ impl ExponentialBackoff {
     }
 
     /// A random delay in `[0, ceiling(n)]`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::retry::ExponentialBackoff;
+    /// let backoff = ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(10), 2.0);
+    /// for _ in 0..100 {
+    ///     assert!(backoff.delay(1) <= Duration::from_millis(200));
+    /// }
+    /// ```
     pub fn delay(&self, n: u32) -> Duration {
         self.ceiling(n).mul_f64(fastrand::f64())
     }

@@ -114,6 +114,13 @@ impl fmt::Debug for RetryBudget {
 impl RetryBudget {
     /// A budget with `config`. A negative or non-finite ratio counts as 0; the window is at
     /// least one second.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::retry::{RetryBudget, RetryBudgetConfig};
+    /// let budget = RetryBudget::new(RetryBudgetConfig { ratio: 0.2, min_per_second: 5, ttl: Duration::from_secs(10) });
+    /// assert_eq!(budget.available(), 50); // the reserve: 5 per second over 10 s
+    /// ```
     pub fn new(config: RetryBudgetConfig) -> Self {
         let ratio = if config.ratio.is_finite() && config.ratio > 0.0 {
             config.ratio
@@ -172,6 +179,16 @@ impl RetryBudget {
     }
 
     /// Earns tokens for one first attempt that needed no retry.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::retry::{RetryBudget, RetryBudgetConfig};
+    /// let budget = RetryBudget::new(RetryBudgetConfig { ratio: 0.5, min_per_second: 0, ttl: Duration::from_secs(10) });
+    /// budget.deposit();
+    /// assert_eq!(budget.available(), 0); // half a retry
+    /// budget.deposit();
+    /// assert_eq!(budget.available(), 1);
+    /// ```
     pub fn deposit(&self) {
         self.deposit_at(Instant::now());
     }
@@ -231,6 +248,15 @@ impl RetryBudget {
     }
 
     /// Spends one retry; `false` (and nothing spent) when the budget is exhausted.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::retry::{RetryBudget, RetryBudgetConfig};
+    /// let budget = RetryBudget::new(RetryBudgetConfig { ratio: 0.2, min_per_second: 1, ttl: Duration::from_secs(2) });
+    /// assert!(budget.withdraw());
+    /// assert!(budget.withdraw());
+    /// assert!(!budget.withdraw()); // the reserve of 2 is spent
+    /// ```
     pub fn withdraw(&self) -> bool {
         self.flush_own();
         let now = self.now_sec();
@@ -245,6 +271,14 @@ impl RetryBudget {
     }
 
     /// Retries that could be made now (rounded down).
+    ///
+    /// ```
+    /// use archon_client::retry::{RetryBudget, RetryBudgetConfig};
+    /// let budget = RetryBudget::new(RetryBudgetConfig::default());
+    /// assert_eq!(budget.available(), 100);
+    /// assert!(budget.withdraw());
+    /// assert_eq!(budget.available(), 99);
+    /// ```
     pub fn available(&self) -> u64 {
         self.flush_own();
         self.now_sec();

@@ -152,6 +152,16 @@ impl Default for DefaultRetryClassifier {
 
 impl DefaultRetryClassifier {
     /// Retries gRPC responses with these status codes (numbers 0-16; others are ignored).
+    ///
+    /// ```
+    /// use archon_client::retry::{DefaultRetryClassifier, RetryAction, RetryClassifier};
+    /// let grpc = |code: &str| -> Result<_, archon_core::BoxError> {
+    ///     Ok(http::Response::builder().header("grpc-status", code).body(()).unwrap())
+    /// };
+    /// let classifier = DefaultRetryClassifier::with_grpc_codes([14, 8]); // UNAVAILABLE, RESOURCE_EXHAUSTED
+    /// assert_eq!(classifier.classify(&grpc("8")), RetryAction::Retry);
+    /// assert_eq!(classifier.classify(&grpc("13")), RetryAction::Fail); // INTERNAL
+    /// ```
     pub fn with_grpc_codes(codes: impl IntoIterator<Item = i32>) -> Self {
         Self {
             grpc_codes: codes

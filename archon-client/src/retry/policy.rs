@@ -92,6 +92,24 @@ pub(crate) fn grpc_code(name: &str) -> Option<i32> {
 
 impl RetryConfig {
     /// Sets the attempts in all (first included).
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use archon_client::retry::{RetryConfig, RetryPolicy};
+    /// use tower::{ServiceBuilder, ServiceExt, retry::RetryLayer, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// static CALLS: AtomicU32 = AtomicU32::new(0);
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(RetryLayer::new(RetryPolicy::new(&RetryConfig::default().max_attempts(2))))
+    ///     .service(service_fn(|_: http::Request<()>| async {
+    ///         CALLS.fetch_add(1, Ordering::SeqCst);
+    ///         Ok::<_, archon_core::BoxError>(http::Response::builder().status(503).body(()).unwrap())
+    ///     }));
+    /// assert_eq!(svc.oneshot(http::Request::new(())).await.unwrap().status(), 503);
+    /// assert_eq!(CALLS.load(Ordering::SeqCst), 2); // the first attempt and one retry
+    /// # }
+    /// ```
     #[must_use]
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts;
@@ -99,6 +117,14 @@ impl RetryConfig {
     }
 
     /// Sets the backoff.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::retry::{ExponentialBackoff, RetryConfig};
+    /// let cfg = RetryConfig::default()
+    ///     .backoff(ExponentialBackoff::new(Duration::from_millis(20), Duration::from_secs(1), 3.0));
+    /// assert_eq!(cfg.backoff.ceiling(1), Duration::from_millis(60));
+    /// ```
     #[must_use]
     pub fn backoff(mut self, backoff: ExponentialBackoff) -> Self {
         self.backoff = backoff;
@@ -106,6 +132,14 @@ impl RetryConfig {
     }
 
     /// Sets the budget (`None` = unlimited retries).
+    ///
+    /// ```
+    /// use archon_client::retry::{RetryBudgetConfig, RetryConfig, RetryPolicy};
+    /// let tight = RetryConfig::default().budget(Some(RetryBudgetConfig { ratio: 0.1, ..Default::default() }));
+    /// assert_eq!(tight.budget.unwrap().ratio, 0.1);
+    /// let unlimited = RetryConfig::default().budget(None);
+    /// assert!(RetryPolicy::new(&unlimited).budget().is_none());
+    /// ```
     #[must_use]
     pub fn budget(mut self, budget: Option<RetryBudgetConfig>) -> Self {
         self.budget = budget;
@@ -113,6 +147,13 @@ impl RetryConfig {
     }
 
     /// Sets the longest time after the first attempt at which a retry may start.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use archon_client::retry::RetryConfig;
+    /// let cfg = RetryConfig::default().max_attempts(10).max_elapsed(Duration::from_secs(5));
+    /// assert_eq!(cfg.max_elapsed, Duration::from_secs(5));
+    /// ```
     #[must_use]
     pub fn max_elapsed(mut self, max: Duration) -> Self {
         self.max_elapsed = max;
@@ -120,6 +161,14 @@ impl RetryConfig {
     }
 
     /// The gRPC codes named in `grpc_retryable_codes`; unknown names are returned as `Err`.
+    ///
+    /// ```
+    /// use archon_client::retry::RetryConfig;
+    /// let mut cfg = RetryConfig::default();
+    /// assert_eq!(cfg.grpc_codes(), Ok(vec![14])); // unavailable
+    /// cfg.grpc_retryable_codes = vec!["resource_exhausted".into(), "sometimes".into()];
+    /// assert_eq!(cfg.grpc_codes(), Err("sometimes".to_owned()));
+    /// ```
     ///
     /// # Errors
     /// The first name that is not a gRPC code.
@@ -188,6 +237,16 @@ impl<C: Clone> Clone for RetryPolicy<C> {
 impl RetryPolicy {
     /// A policy from `config`, with a new budget and the default classifier (gRPC codes from
     /// the config; unknown names are ignored with a warning).
+    ///
+    /// ```
+    /// use archon_client::retry::{RetryConfig, RetryPolicy};
+    /// let policy = RetryPolicy::new(&RetryConfig::default());
+    /// assert_eq!(policy.budget().unwrap().available(), 100);
+    /// // Each policy built by `new` has a budget of its own.
+    /// let other = RetryPolicy::new(&RetryConfig::default());
+    /// assert!(policy.budget().unwrap().withdraw());
+    /// assert_eq!(other.budget().unwrap().available(), 100);
+    /// ```
     pub fn new(config: &RetryConfig) -> Self {
         let codes = config
             .grpc_retryable_codes
@@ -217,6 +276,15 @@ impl RetryPolicy {
 
 impl<C> RetryPolicy<C> {
     /// Shares `budget` (e.g. one budget for every route of an upstream, or with hedging).
+    ///
+    /// ```
+    /// use archon_client::retry::{RetryBudget, RetryBudgetConfig, RetryConfig, RetryPolicy};
+    /// let shared = RetryBudget::new(RetryBudgetConfig::default());
+    /// let reads = RetryPolicy::new(&RetryConfig::default()).with_budget(Some(shared.clone()));
+    /// let writes = RetryPolicy::new(&RetryConfig::default()).with_budget(Some(shared.clone()));
+    /// assert!(reads.budget().unwrap().withdraw());
+    /// assert_eq!(writes.budget().unwrap().available(), 99);
+    /// ```
     #[must_use]
     pub fn with_budget(mut self, budget: Option<RetryBudget>) -> Self {
         let mut settings = Settings::clone(&self.settings);
@@ -226,6 +294,29 @@ impl<C> RetryPolicy<C> {
     }
 
     /// Uses `classifier` to decide what is retried.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use archon_client::retry::{RetryAction, RetryConfig, RetryPolicy};
+    /// use tower::{ServiceBuilder, ServiceExt, retry::RetryLayer, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// static CALLS: AtomicU32 = AtomicU32::new(0);
+    /// // Also retry 404: the resource may not have been replicated yet.
+    /// let policy = RetryPolicy::new(&RetryConfig::default()).classifier(
+    ///     |r: &Result<http::Response<()>, archon_core::BoxError>| match r {
+    ///         Ok(resp) if resp.status() == 404 => RetryAction::Retry,
+    ///         Ok(_) => RetryAction::Success,
+    ///         Err(_) => RetryAction::Fail,
+    ///     },
+    /// );
+    /// let svc = ServiceBuilder::new().layer(RetryLayer::new(policy)).service(service_fn(|_: http::Request<()>| async {
+    ///     let status = if CALLS.fetch_add(1, Ordering::SeqCst) == 0 { 404 } else { 200 };
+    ///     Ok::<_, archon_core::BoxError>(http::Response::builder().status(status).body(()).unwrap())
+    /// }));
+    /// assert_eq!(svc.oneshot(http::Request::new(())).await.unwrap().status(), 200);
+    /// # }
+    /// ```
     pub fn classifier<C2>(self, classifier: C2) -> RetryPolicy<C2> {
         RetryPolicy {
             settings: self.settings,
@@ -236,6 +327,14 @@ impl<C> RetryPolicy<C> {
     }
 
     /// The shared budget.
+    ///
+    /// ```
+    /// use archon_client::retry::{RetryConfig, RetryPolicy};
+    /// let policy = RetryPolicy::new(&RetryConfig::default());
+    /// let per_call = policy.clone(); // what tower's `Retry` does for every call
+    /// assert!(per_call.budget().unwrap().withdraw());
+    /// assert_eq!(policy.budget().unwrap().available(), 99); // shared by the clones
+    /// ```
     pub fn budget(&self) -> Option<&RetryBudget> {
         self.settings.budget.as_ref()
     }
